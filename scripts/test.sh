@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# The project's one test command (see README "Run the tests"); CI runs it through .ci/run.
+#
+# 1. Installs what the tests need when it is missing: Debian packages dbus, gnome-keyring, libsecret-tools and
+#    keyutils, and grpcio for the python3 on PATH. Installs run as root, or through sudo for other users;
+#    `apt-get update` runs only when something has to be installed.
+# 2. Runs, in order: `cargo fmt --check`, `cargo clippy --all-targets -- -D warnings`, and the whole test suite
+#    once inside a private D-Bus session with a fresh, unlocked gnome-keyring whose files live in a temporary
+#    directory (so a developer's own keyring is never touched).
+# Every step runs even when an earlier one failed; a summary follows, and the exit status is non-zero when any
+# step failed. Works without a terminal or stdin (CI=true).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+KEYRING_PASSWORD="pachagent-test"
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+die() {
+    printf 'scripts/test.sh: %s\n' "$*" >&2
+    exit 1
+}
+
+# Runs `apt-get`, `pip` and friends as root.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "installing needs root: run as root, or install sudo"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dependencies
+
+APT_UPDATED=0
+apt_install() {
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        log "apt-get update"
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+        APT_UPDATED=1
+    fi
+    log "apt-get install $*"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+}
+
+# Debian packages, by a command each provides. dbus-run-session comes with dbus (dbus-bin); dbus-x11 is not needed
+# because nothing here uses dbus-launch.
+ensure_system_packages() {
+    local -a missing=()
+    command -v dbus-run-session >/dev/null 2>&1 || missing+=(dbus)
+    command -v dbus-daemon >/dev/null 2>&1 || missing+=(dbus)
+    command -v dbus-send >/dev/null 2>&1 || missing+=(dbus)
+    command -v gnome-keyring-daemon >/dev/null 2>&1 || missing+=(gnome-keyring)
+    command -v secret-tool >/dev/null 2>&1 || missing+=(libsecret-tools)
+    command -v keyctl >/dev/null 2>&1 || missing+=(keyutils)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        # shellcheck disable=SC2046 # word splitting is the point: a de-duplicated list of package names
+        apt_install $(printf '%s\n' "${missing[@]}" | sort -u)
+    fi
+}
+
+# The pachd-dev tests run `python3 -c 'import grpc'` with the python3 on PATH. Debian's python3-grpcio only helps
+# Debian's own python; a pyenv (or other) python3 gets grpcio from pip.
+ensure_python_grpc() {
+    command -v python3 >/dev/null 2>&1 || apt_install python3
+    if python3 -c 'import grpc' >/dev/null 2>&1; then
+        return 0
+    fi
+    local prefix
+    prefix="$(python3 -c 'import sys; print(sys.prefix)')"
+    if [ "$prefix" = "/usr" ]; then
+        apt_install python3-grpcio
+    else
+        log "python3 -m pip install grpcio (python3 is $(command -v python3), prefix $prefix)"
+        # A user's own python (pyenv, venv) is installed into as that user, never through sudo.
+        if [ "$(id -u)" -eq 0 ] || [ -w "$prefix" ]; then
+            python3 -m pip install --quiet --disable-pip-version-check grpcio
+        else
+            python3 -m pip install --quiet --disable-pip-version-check --user grpcio
+        fi
+    fi
+    python3 -c 'import grpc' || die "grpcio is still not importable by $(command -v python3)"
+}
+
+# Hooks for dependencies of tests still to come; call them from prepare() below when those tests land.
+# ensure_oidc_provider() {   # the OpenID Provider the login tests run (npm oidc-provider, see tests/oidc)
+#     (cd tests/oidc && npm ci --no-audit --no-fund)
+# }
+# ensure_chromium() {        # the headless browser of the browser-login tests
+#     command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 ||
+#         apt_install chromium chromium-driver
+# }
+
+prepare() {
+    ensure_system_packages
+    ensure_python_grpc
+    # ensure_oidc_provider
+    # ensure_chromium
+    command -v cargo-nextest >/dev/null 2>&1 || die "cargo-nextest is missing: cargo install cargo-nextest --locked"
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Steps
+
+declare -a SUMMARY=()
+FAILED=0
+
+# run_step NAME COMMAND...: runs one step, records its outcome, and carries on whatever happened.
+run_step() {
+    local name="$1" start=$SECONDS rc=0
+    shift
+    log "$name"
+    "$@" || rc=$?
+    if [ "$rc" -eq 0 ]; then
+        SUMMARY+=("ok      $name ($((SECONDS - start)) s)")
+    else
+        SUMMARY+=("FAILED  $name (exit $rc after $((SECONDS - start)) s)")
+        FAILED=1
+    fi
+}
+
+# The test suite, in a D-Bus session of its own with a gnome-keyring that keeps its files in a temporary
+# directory. The keyring is created and unlocked with a throwaway password, and checked to be unlocked before a
+# single test runs, so a keyring problem shows up as such and not as a hundred failing tests.
+run_tests_in_keyring_session() {
+    local dir rc=0
+    dir="$(mktemp -d "${TMPDIR:-/tmp}/pachagent-test.XXXXXX")"
+    mkdir -p "$dir/data" "$dir/run"
+    chmod 700 "$dir/run"
+    env -u DBUS_SESSION_BUS_ADDRESS -u GNOME_KEYRING_CONTROL \
+        XDG_DATA_HOME="$dir/data" XDG_RUNTIME_DIR="$dir/run" PACHAGENT_TEST_KEYRING_PASSWORD="$KEYRING_PASSWORD" \
+        dbus-run-session -- bash scripts/test.sh --inside-keyring-session </dev/null || rc=$?
+    rm -rf "$dir"
+    return "$rc"
+}
+
+# Runs inside dbus-run-session: start and check gnome-keyring, then the tests.
+inside_keyring_session() {
+    printf '%s' "$PACHAGENT_TEST_KEYRING_PASSWORD" | gnome-keyring-daemon --unlock --components=secrets >/dev/null
+    local collection locked
+    collection="$(dbus-send --session --print-reply=literal --dest=org.freedesktop.secrets /org/freedesktop/secrets \
+        org.freedesktop.Secret.Service.ReadAlias string:default | tr -d '[:space:]')" ||
+        die "no Secret Service answers on the private bus after gnome-keyring-daemon --unlock"
+    [ -n "$collection" ] && [ "$collection" != "/" ] || die "gnome-keyring started without a default collection"
+    locked="$(dbus-send --session --print-reply=literal --dest=org.freedesktop.secrets "$collection" \
+        org.freedesktop.DBus.Properties.Get string:org.freedesktop.Secret.Collection string:Locked)" ||
+        die "cannot read the Locked property of $collection"
+    case "$locked" in
+        *false*) printf '\ngnome-keyring is up on %s; %s is unlocked\n' "$DBUS_SESSION_BUS_ADDRESS" "$collection" >&2 ;;
+        *) die "the keyring collection $collection is locked after gnome-keyring-daemon --unlock ($locked)" ;;
+    esac
+    # gnome-keyring-daemon does not always exit when its bus goes away: stop it when the tests are done.
+    local keyring_pid
+    keyring_pid="$(secrets_pid || true)"
+    local rc=0
+    cargo nextest run --no-fail-fast || rc=$?
+    # nextest does not run doctests.
+    cargo test --doc || rc=$?
+    [ -z "$keyring_pid" ] || kill "$keyring_pid" 2>/dev/null || true
+    return "$rc"
+}
+
+# The pid of the process that owns org.freedesktop.secrets on the session bus, or nothing.
+secrets_pid() {
+    dbus-send --session --print-reply=literal --dest=org.freedesktop.DBus /org/freedesktop/DBus \
+        org.freedesktop.DBus.GetConnectionUnixProcessID string:org.freedesktop.secrets 2>/dev/null |
+        awk '{ print $2 }'
+}
+
+main() {
+    prepare
+    run_step "cargo fmt --check" cargo fmt --check
+    run_step "cargo clippy --all-targets -- -D warnings" cargo clippy --all-targets -- -D warnings
+    run_step "tests (cargo nextest run + doctests, in a D-Bus session with gnome-keyring)" run_tests_in_keyring_session
+
+    printf '\n==> summary\n' >&2
+    printf '  %s\n' "${SUMMARY[@]}" >&2
+    if [ "$FAILED" -ne 0 ]; then
+        printf 'scripts/test.sh: FAILED\n' >&2
+        exit 1
+    fi
+    printf 'scripts/test.sh: all steps passed\n' >&2
+}
+
+if [ "${1:-}" = "--inside-keyring-session" ]; then
+    inside_keyring_session
+else
+    main "$@"
+fi

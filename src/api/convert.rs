@@ -1,0 +1,83 @@
+//! Engine values to protobuf messages.
+
+use chrono::{DateTime, Utc};
+
+use crate::engine::{Event, EventKind, LoginDone, SessionMethod, SessionState, SessionView};
+use crate::proto::agent as pb;
+
+/// A protobuf timestamp for a UTC time.
+pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
+fn method(m: SessionMethod) -> pb::LoginMethod {
+    match m {
+        SessionMethod::PachToken => pb::LoginMethod::PachToken,
+        SessionMethod::IdToken => pb::LoginMethod::IdToken,
+        SessionMethod::Oidc => pb::LoginMethod::Oidc,
+        SessionMethod::Device => pb::LoginMethod::Device,
+        SessionMethod::Pachd => pb::LoginMethod::Pachd,
+    }
+}
+
+fn state(s: SessionState) -> pb::SessionState {
+    match s {
+        SessionState::LoggedOut => pb::SessionState::LoggedOut,
+        SessionState::Active => pb::SessionState::Active,
+        SessionState::Refreshing => pb::SessionState::Refreshing,
+        SessionState::LoginRequired => pb::SessionState::LoginRequired,
+        SessionState::Expired => pb::SessionState::Expired,
+    }
+}
+
+fn kind(k: EventKind) -> pb::EventKind {
+    match k {
+        EventKind::LoggedIn => pb::EventKind::LoggedIn,
+        EventKind::Refreshed => pb::EventKind::Refreshed,
+        EventKind::ExpiringSoon => pb::EventKind::ExpiringSoon,
+        EventKind::Expired => pb::EventKind::Expired,
+        EventKind::LoginRequired => pb::EventKind::LoginRequired,
+        EventKind::RefreshFailed => pb::EventKind::RefreshFailed,
+        EventKind::LoggedOut => pb::EventKind::LoggedOut,
+    }
+}
+
+/// `status`'s row for one context.
+pub fn session_to_proto(v: SessionView) -> pb::SessionStatus {
+    pb::SessionStatus {
+        context: v.context,
+        state: state(v.state) as i32,
+        username: v.username,
+        expiration: v.expiration.map(timestamp),
+        refresh_at: v.refresh_at.map(timestamp),
+        method: v.method.map_or(pb::LoginMethod::Unspecified, method) as i32,
+        store_backend: v.store_backend.to_owned(),
+        pachd_address: v.pachd_address,
+        issuer: v.issuer.unwrap_or_default(),
+        last_error: v.last_error.unwrap_or_default(),
+        active: v.active,
+    }
+}
+
+/// A `Watch` event.
+pub fn event_to_proto(e: Event) -> pb::SessionEvent {
+    pb::SessionEvent {
+        context: e.context,
+        kind: kind(e.kind) as i32,
+        at: Some(timestamp(e.at)),
+        expiration: e.expiration.map(timestamp),
+        detail: e.detail,
+        username: e.username,
+    }
+}
+
+/// The `done` event of a login.
+pub fn login_done_to_proto(d: LoginDone) -> pb::Done {
+    pb::Done {
+        context: d.context,
+        username: d.username,
+        expiration: d.expiration.map(timestamp),
+        method: method(d.method) as i32,
+        already_logged_in: false,
+    }
+}

@@ -1,0 +1,216 @@
+//! The gRPC service on the agent's socket: validates requests, calls the session engine, and maps the engine's
+//! errors to status codes in one place ([`to_status`]). It never talks to pachd, the IdP or the keyring itself,
+//! and never logs message bodies.
+
+mod convert;
+pub mod peer;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Code, Request, Response, Status};
+
+use self::convert::{event_to_proto, login_done_to_proto, session_to_proto, timestamp};
+use crate::engine::{self, SessionEngine};
+use crate::proto::agent::{self as pb, agent_server::Agent};
+use crate::secret::{IdToken, PachToken};
+use crate::{config, pachd, store};
+
+type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The `pachagent.v1.Agent` service.
+pub struct AgentService {
+    engine: Arc<SessionEngine>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl AgentService {
+    /// A service over `engine`; its streams end when `shutdown` turns true.
+    pub fn new(engine: Arc<SessionEngine>, shutdown: watch::Receiver<bool>) -> Self {
+        Self { engine, shutdown }
+    }
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        let req = req.into_inner();
+        let who = self.engine.who_am_i(&req.context, req.verify).await.map_err(to_status)?;
+        Ok(Response::new(pb::WhoAmIResponse {
+            context: who.context,
+            username: who.username,
+            expiration: who.expiration.map(timestamp),
+            pachd_address: who.pachd_address,
+        }))
+    }
+
+    async fn get_token(&self, req: Request<pb::GetTokenRequest>) -> Result<Response<pb::GetTokenResponse>, Status> {
+        let caller = peer::caller(&req);
+        let req = req.into_inner();
+        let min_valid = Duration::from_secs(req.min_valid_seconds);
+        let grant = self.engine.get_token(&req.context, min_valid, &caller).map_err(to_status)?;
+        Ok(Response::new(pb::GetTokenResponse {
+            token: grant.token.expose_secret().to_owned(),
+            expiration: grant.expiration.map(timestamp),
+            username: grant.username,
+            context: grant.context,
+            pachd_address: grant.pachd_address,
+        }))
+    }
+
+    async fn get_status(&self, _req: Request<pb::GetStatusRequest>) -> Result<Response<pb::GetStatusResponse>, Status> {
+        let store = self.engine.store_status().await;
+        let config = self.engine.config();
+        Ok(Response::new(pb::GetStatusResponse {
+            sessions: self.engine.sessions().into_iter().map(session_to_proto).collect(),
+            store: Some(pb::StoreHealth {
+                backend: store.backend.to_owned(),
+                available: store.available,
+                persistent: store.persistent,
+                detail: store.detail,
+            }),
+            active_context: config.active_context.clone().unwrap_or_default(),
+            config_path: config.path.display().to_string(),
+            agent_pid: std::process::id(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        }))
+    }
+
+    type LoginStream = EventStream<pb::LoginEvent>;
+
+    async fn login(&self, req: Request<pb::LoginRequest>) -> Result<Response<Self::LoginStream>, Status> {
+        let req = req.into_inner();
+        let method = pb::LoginMethod::try_from(req.method).unwrap_or(pb::LoginMethod::Unspecified);
+        let engine = Arc::clone(&self.engine);
+        let (tx, rx) = mpsc::channel(8);
+        let pb::LoginRequest { context, pach_token, id_token, .. } = req;
+        // The login runs in its own task so that it completes (and is stored) even if the caller goes away.
+        tokio::spawn(async move {
+            let result = match method {
+                pb::LoginMethod::PachToken => engine.login_with_pach_token(&context, PachToken::new(pach_token)).await,
+                pb::LoginMethod::IdToken => engine.login_with_id_token(&context, IdToken::new(id_token)).await,
+                _ => Err(engine::Error::Unsupported(
+                    "interactive login (browser, device code or pachd) is not available in this version of pachagent: \
+                     pipe a Pachyderm token to pachagent login --token-stdin, or an OIDC ID token to pachagent login --id-token-stdin"
+                        .into(),
+                )),
+            };
+            match result {
+                Ok(done) => {
+                    let event = pb::login_event::Event::Done(login_done_to_proto(done));
+                    let _ = tx.send(Ok(pb::LoginEvent { event: Some(event) })).await;
+                }
+                Err(e) => {
+                    let status = to_status(e);
+                    let failed = pb::Failed { code: status.code() as i32, message: status.message().to_owned() };
+                    let _ = tx.send(Ok(pb::LoginEvent { event: Some(pb::login_event::Event::Failed(failed)) })).await;
+                    let _ = tx.send(Err(status)).await;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn logout(&self, req: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
+        let req = req.into_inner();
+        let outcomes = self.engine.logout(&req.context, req.all).await.map_err(to_status)?;
+        Ok(Response::new(pb::LogoutResponse {
+            results: outcomes
+                .into_iter()
+                .map(|o| pb::LogoutResult {
+                    context: o.context,
+                    revoked: o.revoked,
+                    detail: o.detail.unwrap_or_default(),
+                    was_logged_in: o.was_logged_in,
+                })
+                .collect(),
+        }))
+    }
+
+    type WatchStream = EventStream<pb::SessionEvent>;
+
+    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let req = req.into_inner();
+        let only = if req.all_contexts {
+            None
+        } else {
+            Some(self.engine.config().context(&req.context).map_err(|e| to_status(e.into()))?.name.clone())
+        };
+        let mut shutdown = self.shutdown.clone();
+        let mut events = BroadcastStream::new(self.engine.subscribe()).filter_map(move |item| match item {
+            Ok(event) if only.as_deref().is_none_or(|c| c == event.context) => Some(Ok(event_to_proto(event))),
+            Ok(_) => None,
+            // A slow subscriber is told what it missed instead of slowing the engine down.
+            Err(BroadcastStreamRecvError::Lagged(n)) => Some(Ok(pb::SessionEvent {
+                detail: format!("missed {n} events: call GetStatus for the current state"),
+                at: Some(timestamp(chrono::Utc::now())),
+                ..Default::default()
+            })),
+        });
+        let (tx, rx) = mpsc::channel(16);
+        // The forwarder ends when the agent stops (so shutdown is not held up by watchers) or the caller leaves.
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = shutdown.wait_for(|stop| *stop).await.is_ok();
+            };
+            tokio::pin!(stopped);
+            loop {
+                tokio::select! {
+                    () = &mut stopped => break,
+                    () = tx.closed() => break,
+                    item = events.next() => {
+                        let Some(item) = item else { break };
+                        if tx.send(item).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn reload_config(
+        &self,
+        _req: Request<pb::ReloadConfigRequest>,
+    ) -> Result<Response<pb::ReloadConfigResponse>, Status> {
+        let config = self.engine.reload_config().await.map_err(to_status)?;
+        Ok(Response::new(pb::ReloadConfigResponse {
+            contexts: config.contexts.keys().cloned().collect(),
+            active_context: config.active_context.clone().unwrap_or_default(),
+        }))
+    }
+}
+
+/// The one place engine errors become gRPC statuses: NOT_FOUND for an unknown context, UNAUTHENTICATED for no
+/// usable session, UNAVAILABLE when pachd cannot be reached, FAILED_PRECONDITION when local state (config,
+/// keyring, cluster setup) must be fixed first.
+pub fn to_status(e: engine::Error) -> Status {
+    let code = match &e {
+        engine::Error::Config(config::Error::UnknownContext { .. }) => Code::NotFound,
+        engine::Error::Config(_) => Code::FailedPrecondition,
+        engine::Error::NotLoggedIn { .. }
+        | engine::Error::LoginRequired { .. }
+        | engine::Error::Expired { .. }
+        | engine::Error::TooShort { .. }
+        | engine::Error::Rejected { .. } => Code::Unauthenticated,
+        engine::Error::Pachd { source, .. } => match source {
+            pachd::Error::Unreachable { .. } => Code::Unavailable,
+            pachd::Error::TokenRejected { .. } | pachd::Error::TokenExpired { .. } => Code::Unauthenticated,
+            pachd::Error::NotActivated { .. } | pachd::Error::CaFile { .. } => Code::FailedPrecondition,
+            pachd::Error::Refused { .. } => Code::Unknown,
+        },
+        engine::Error::Store { source, .. } => match source {
+            store::Error::TimedOut { .. } => Code::Unavailable,
+            _ => Code::FailedPrecondition,
+        },
+        engine::Error::InvalidRequest(_) => Code::InvalidArgument,
+        engine::Error::Unsupported(_) => Code::Unimplemented,
+    };
+    Status::new(code, e.to_string())
+}

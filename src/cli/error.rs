@@ -1,0 +1,192 @@
+//! The CLI's errors and the exit codes they map to, in one place.
+//!
+//! The agent's status messages are already written for people, so a gRPC status is shown as its message alone;
+//! the code only decides the exit code.
+
+use std::io;
+
+use tonic::Code;
+
+use crate::client::ClientError;
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: no valid session (not logged in, expired, login required).
+pub const EXIT_NO_SESSION: u8 = 1;
+/// Exit code: bad usage or configuration (clap uses 2 for usage errors too).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: the agent is not running or cannot be reached.
+pub const EXIT_AGENT: u8 = 3;
+/// Exit code: pachd or the identity provider failed, or the agent failed internally.
+pub const EXIT_UPSTREAM: u8 = 4;
+
+/// Why a CLI command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The agent could not be reached or started.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The agent answered with an error status.
+    #[error("{}", status_message(.0))]
+    Status(#[from] tonic::Status),
+    /// The configuration file could not be read, changed or written.
+    #[error(transparent)]
+    Config(#[from] crate::config::Error),
+    /// The agent (`serve`) stopped with an error.
+    #[error(transparent)]
+    Daemon(crate::daemon::Error),
+    /// The token could not be read from stdin.
+    #[error("cannot read the token from stdin: {0}")]
+    Stdin(io::Error),
+    /// stdin held no token.
+    #[error("no token on stdin: pipe it in, e.g. `pachagent login {flag} < token.txt`")]
+    EmptyToken {
+        /// The flag that reads stdin, so the hint names the one the user chose.
+        flag: &'static str,
+    },
+    /// stdin held more than any token could be.
+    #[error("stdin holds more than {max} bytes, which is not a token: pipe only the token")]
+    TokenTooLarge {
+        /// The limit.
+        max: usize,
+    },
+    /// The login stream ended without saying how the login went.
+    #[error("the agent ended the login without a result: see its log, or run pachagent status")]
+    LoginIncomplete,
+    /// Output could not be written.
+    #[error("cannot write the output: {0}")]
+    Output(#[from] io::Error),
+    /// The async runtime could not be built.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(io::Error),
+}
+
+impl Error {
+    /// The process exit code for this error (documented in `pachagent --help`).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            // An agent that exits at start with 2 found the configuration unusable: the user's to fix.
+            Error::Client(ClientError::AgentExited { status, .. }) if status.code() == Some(2) => EXIT_USAGE,
+            Error::Client(_) => EXIT_AGENT,
+            Error::Status(status) if is_local_transport_failure(status) => EXIT_AGENT,
+            Error::Status(status) => exit_code_for(status.code()),
+            Error::Config(_) | Error::Stdin(_) | Error::EmptyToken { .. } | Error::TokenTooLarge { .. } => EXIT_USAGE,
+            Error::Daemon(e) => e.exit_code(),
+            Error::LoginIncomplete => EXIT_UPSTREAM,
+            Error::Output(_) | Error::Runtime(_) => EXIT_NO_SESSION,
+        }
+    }
+
+    /// Whether the error is a closed stdout (`pachagent watch | head -1`): the reader left, nothing to report.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, Error::Output(e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
+}
+
+/// The exit code for a status the agent returned.
+pub fn exit_code_for(code: Code) -> u8 {
+    match code {
+        Code::Ok => EXIT_OK,
+        Code::Unauthenticated => EXIT_NO_SESSION,
+        Code::NotFound
+        | Code::InvalidArgument
+        | Code::FailedPrecondition
+        | Code::AlreadyExists
+        | Code::OutOfRange
+        | Code::PermissionDenied
+        | Code::Unimplemented => EXIT_USAGE,
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Unknown
+        | Code::Internal
+        | Code::Cancelled
+        | Code::Aborted
+        | Code::ResourceExhausted
+        | Code::DataLoss => EXIT_UPSTREAM,
+    }
+}
+
+/// A status the client made up because the connection broke (the agent died or restarted mid-call), as opposed
+/// to one the agent sent: tonic attaches the underlying transport error as the source only to the former.
+fn is_local_transport_failure(status: &tonic::Status) -> bool {
+    std::error::Error::source(status).is_some()
+        && matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled)
+}
+
+fn status_message(status: &tonic::Status) -> String {
+    if is_local_transport_failure(status) {
+        return format!("lost the connection to the agent ({}): run pachagent status", status.message());
+    }
+    match status.message() {
+        "" => format!("the agent failed with {:?} and no message", status.code()),
+        message => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_grpc_code_has_its_documented_exit_code() {
+        let expected = [
+            (Code::Ok, 0),
+            (Code::Unauthenticated, 1),
+            (Code::NotFound, 2),
+            (Code::InvalidArgument, 2),
+            (Code::FailedPrecondition, 2),
+            (Code::AlreadyExists, 2),
+            (Code::OutOfRange, 2),
+            (Code::PermissionDenied, 2),
+            (Code::Unimplemented, 2),
+            (Code::Unavailable, 4),
+            (Code::DeadlineExceeded, 4),
+            (Code::Unknown, 4),
+            (Code::Internal, 4),
+            (Code::Cancelled, 4),
+            (Code::Aborted, 4),
+            (Code::ResourceExhausted, 4),
+            (Code::DataLoss, 4),
+        ];
+        for (code, exit) in expected {
+            assert_eq!(exit_code_for(code), exit, "{code:?}");
+            if code != Code::Ok {
+                assert_eq!(Error::Status(tonic::Status::new(code, "x")).exit_code(), exit, "{code:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_agents_message_is_shown_as_is() {
+        let err = Error::Status(tonic::Status::unauthenticated(
+            "not logged in to \"prod\": run pachagent login --context prod",
+        ));
+        assert_eq!(err.to_string(), "not logged in to \"prod\": run pachagent login --context prod");
+        assert_eq!(err.exit_code(), 1);
+    }
+
+    #[test]
+    fn a_broken_connection_means_the_agent_is_unreachable() {
+        let io = io::Error::new(io::ErrorKind::ConnectionReset, "connection reset by peer");
+        let status = tonic::Status::from_error(Box::new(io));
+        let err = Error::Status(status);
+        assert_eq!(err.exit_code(), EXIT_AGENT);
+        assert!(err.to_string().starts_with("lost the connection to the agent"), "{err}");
+    }
+
+    #[test]
+    fn local_errors_have_their_exit_codes() {
+        let socket = std::path::PathBuf::from("/run/x/agent.sock");
+        assert_eq!(Error::Client(ClientError::AgentNotRunning { socket }).exit_code(), 3);
+        let exited = |code: i32| {
+            let status = std::os::unix::process::ExitStatusExt::from_raw(code << 8);
+            Error::Client(ClientError::AgentExited { status, last_line: None, log: "agent.log".into() })
+        };
+        assert_eq!(exited(2).exit_code(), 2, "the agent found the configuration unusable");
+        assert_eq!(exited(1).exit_code(), 3);
+        assert_eq!(Error::Config(crate::config::Error::NoActiveContext).exit_code(), 2);
+        assert_eq!(Error::EmptyToken { flag: "--token-stdin" }.exit_code(), 2);
+        assert_eq!(Error::LoginIncomplete.exit_code(), 4);
+        assert!(Error::Output(io::Error::from(io::ErrorKind::BrokenPipe)).is_broken_pipe());
+    }
+}

@@ -1,0 +1,293 @@
+//! The `pachagent` command line: argument parsing, one handler per subcommand, and exit codes.
+//!
+//! Subcommands other than `serve` and `context` are thin clients: they ask the agent over [`crate::client`] and
+//! hand the answer to [`output`], the only place that prints. `context` edits the configuration file directly
+//! (the agent need not run) and then asks a running agent to reload it. `serve` sets up tracing and runs
+//! [`crate::daemon::serve`]. No handler keeps a token longer than it takes to send or print it.
+
+mod commands;
+mod error;
+pub mod output;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use error::{EXIT_AGENT, EXIT_NO_SESSION, EXIT_OK, EXIT_UPSTREAM, EXIT_USAGE, Error, exit_code_for};
+
+const LONG_ABOUT: &str = "\
+pachagent keeps you logged in to Pachyderm. It is a small agent that runs in the background on your \
+workstation: it logs in to Pachyderm clusters, keeps the session tokens in your operating system's keyring \
+(never in files), refreshes them before they expire, and hands them to tools that ask for them over a Unix \
+socket only you can open.
+
+This one program is both the agent (`pachagent serve`) and its client: `login`, `whoami`, `status`, `token`, \
+`logout` and `watch` ask the running agent. `login` starts the agent when it is not running.
+
+A context names one Pachyderm cluster (its pachd address) and how to log in to it. Add one with \
+`pachagent context add`; commands use the active context unless you pass --context.";
+
+/// The help heading of the flags every subcommand accepts.
+const GLOBAL: &str = "Global options";
+
+const AFTER_HELP: &str = "\
+Examples:
+  pachagent context add prod --pachd grpcs://pachd.example.com:443
+  pachagent login --token-stdin < robot-token.txt
+  pachagent whoami
+  pachagent status
+  export PACH_TOKEN=\"$(pachagent token --min-valid 10m)\"
+
+Exit codes:
+  0  success
+  1  no valid session (not logged in, expired, login required): run `pachagent login`;
+     also used for unexpected local failures
+  2  usage or configuration error: bad arguments, unknown context, invalid config file, or a request
+     the agent refuses in its current state
+  3  the agent is not reachable: start it with `pachagent serve`, or run `pachagent login`
+  4  upstream failure: pachd or the identity provider is unreachable or failed, or the agent failed";
+
+/// `pachagent`: the agent and its command-line client.
+#[derive(Debug, Parser)]
+#[command(
+    name = "pachagent",
+    version,
+    about = "Keep Pachyderm sessions logged in and hand their tokens to your tools",
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP,
+    max_term_width = 110
+)]
+pub struct Cli {
+    /// The agent's socket [default: $XDG_RUNTIME_DIR/pachagent/agent.sock, else $TMPDIR/pachagent-UID/agent.sock]
+    #[arg(long, global = true, value_name = "PATH", env = "PACHAGENT_SOCKET", help_heading = GLOBAL)]
+    socket: Option<OsString>,
+
+    /// The configuration file [default: ~/.config/pachagent/config.toml]
+    #[arg(long, global = true, value_name = "PATH", env = "PACHAGENT_CONFIG", help_heading = GLOBAL)]
+    config: Option<OsString>,
+
+    /// The context to use; empty means the active context (see `pachagent context list`)
+    #[arg(long, global = true, value_name = "NAME", env = "PACHAGENT_CONTEXT", help_heading = GLOBAL)]
+    context: Option<String>,
+
+    /// Print JSON (one object per line) instead of text
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent in the foreground (until Ctrl-C or SIGTERM)
+    #[command(
+        long_about = "Run the agent in the foreground until SIGINT or SIGTERM. It listens on --socket, reads \
+                      --config, and logs to stderr (level `info`; set RUST_LOG to change it, e.g. \
+                      RUST_LOG=pachagent=debug). `pachagent login` starts it in the background when it is not \
+                      running, logging to agent.log next to the socket.",
+        after_help = "Examples:\n  pachagent serve\n  RUST_LOG=debug pachagent serve --log-format json"
+    )]
+    Serve(ServeArgs),
+
+    /// Add, list, select or remove contexts (the clusters you log in to)
+    #[command(subcommand)]
+    Context(ContextCommand),
+
+    /// Log in to the context's cluster
+    #[command(
+        long_about = "Log in to the context's cluster. With --token-stdin, hand the agent a Pachyderm token \
+                      (e.g. a robot token); with --id-token-stdin, an OIDC ID token that the agent trades with \
+                      pachd. Without either, the agent runs the context's interactive login and this command \
+                      shows what to open or enter. Starts the agent when it is not running. On success it \
+                      prints who you are, like `pachagent whoami`.",
+        after_help = "Examples:\n  pachagent login --token-stdin < robot-token.txt\n  \
+                      pachagent login --context prod --id-token-stdin < id-token.jwt\n  \
+                      pachagent login --force"
+    )]
+    Login(LoginArgs),
+
+    /// Log out: revoke the session's token at pachd and delete it from the keyring
+    #[command(long_about = "Log out of the context (or of every context with --all): the agent revokes the token at \
+                      pachd, then deletes the stored session. When pachd cannot be reached the session is still \
+                      deleted locally, and the output says why the token was not revoked.")]
+    Logout(LogoutArgs),
+
+    /// Print who you are logged in as and when the session expires
+    #[command(
+        long_about = "Print your Pachyderm identity (e.g. user:alan.watts@domain.com) and session expiration, \
+                      exactly as `pachctl auth whoami` does. The answer comes from the agent's state; --verify \
+                      asks pachd.",
+        after_help = "Example output:\n  You are \"user:alice@example.com\"\n  session expires: 09 Feb 25 14:41 UTC"
+    )]
+    Whoami(WhoamiArgs),
+
+    /// Show every context's session and the health of the keyring
+    #[command(long_about = "Show every configured context: who is logged in, the session's state, the time left, how \
+                      it logged in, where the session is stored, and its pachd. The active context is marked \
+                      with *, and a session's last error is shown under it. Then the health of the secret store \
+                      and the agent's pid. --json prints a stable object for scripts.")]
+    Status,
+
+    /// Print the context's Pachyderm token (for scripts)
+    #[command(
+        long_about = "Print the context's Pachyderm token and a newline on stdout, refreshing it first when it \
+                      would expire within --min-valid. Meant for command substitution; the token is never \
+                      written anywhere else.",
+        after_help = "Examples:\n  export PACH_TOKEN=\"$(pachagent token)\"\n  \
+                      pachagent token --min-valid 30m --json"
+    )]
+    Token(TokenArgs),
+
+    /// Print session events (logins, refreshes, expiry) as they happen
+    #[command(long_about = "Print one line per session event of the context (or of every context with --all) until \
+                      the agent stops or you press Ctrl-C. Text lines read `<time> <context> <KIND> <user> \
+                      expires <time> <detail>`; --json prints one object per line.")]
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Log line format on stderr
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// How the agent writes its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines
+    Text,
+    /// One JSON object per line
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum ContextCommand {
+    /// Add a context (the first one becomes active)
+    #[command(after_help = "Examples:\n  \
+        pachagent context add local --pachd localhost:30650\n  \
+        pachagent context add prod --pachd grpcs://pachd.example.com:443 \\\n      \
+        --issuer https://login.example.com/ --client-id pachagent --scope groups")]
+    Add(ContextAddArgs),
+    /// List contexts; the active one is marked with *
+    List,
+    /// Make a context the active one
+    Use {
+        /// The context's name
+        name: String,
+    },
+    /// Remove a context from the configuration (log out of it first to delete its session)
+    Remove {
+        /// The context's name
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ContextAddArgs {
+    /// A name for the context: letters, digits, '-', '_' or '.'
+    name: String,
+    /// pachd's address, as pachctl accepts it: [grpc|grpcs|http|https://]host[:port] (default port 30650)
+    #[arg(long, value_name = "ADDRESS")]
+    pachd: String,
+    /// PEM file with the CA that signs pachd's certificate (grpcs:// only)
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// The OIDC issuer URL, for logins run by the agent
+    #[arg(long, value_name = "URL")]
+    issuer: Option<String>,
+    /// The OAuth client id the agent logs in as (with --issuer)
+    #[arg(long, value_name = "ID")]
+    client_id: Option<String>,
+    /// An extra scope to request at login (repeatable)
+    #[arg(long = "scope", value_name = "SCOPE")]
+    scopes: Vec<String>,
+    /// A fixed loopback port for the login redirect, for providers that match redirect URIs exactly
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    redirect_port: Option<u16>,
+    /// How interactive logins run [default: oidc with --issuer, else pachd]
+    #[arg(long, value_enum)]
+    method: Option<MethodArg>,
+}
+
+/// `--method` values, mirroring [`crate::config::Method`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum MethodArg {
+    /// The agent runs the OIDC login itself and can refresh the session
+    Oidc,
+    /// pachctl's flow through pachd; the session cannot be refreshed
+    Pachd,
+}
+
+#[derive(Debug, Args)]
+struct LoginArgs {
+    /// Read a Pachyderm token (session or robot token) from stdin
+    #[arg(long, conflicts_with = "id_token_stdin")]
+    token_stdin: bool,
+    /// Read an OIDC ID token from stdin and trade it for a Pachyderm token
+    #[arg(long)]
+    id_token_stdin: bool,
+    /// Log in again even when a valid session exists
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Args)]
+struct LogoutArgs {
+    /// Log out of every context
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(Debug, Args)]
+struct WhoamiArgs {
+    /// Ask pachd instead of answering from the agent's state
+    #[arg(long)]
+    verify: bool,
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// Refresh first unless the token stays valid this long (e.g. 10m, 1h30m)
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    min_valid: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+struct WatchArgs {
+    /// Watch every context, not only one
+    #[arg(long)]
+    all: bool,
+}
+
+impl Cli {
+    /// Whether the command is the agent itself, which wants a multi-threaded runtime; client commands make a
+    /// few calls in sequence and run on the current thread.
+    pub fn is_serve(&self) -> bool {
+        matches!(self.command, Command::Serve(_))
+    }
+}
+
+/// Runs a parsed command line: prints errors as `pachagent: <message>` on stderr and returns the exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    match commands::dispatch(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e),
+    }
+}
+
+/// Prints an error on stderr and returns its exit code; a closed stdout is not reported.
+pub fn report(err: &Error) -> ExitCode {
+    if err.is_broken_pipe() {
+        return ExitCode::SUCCESS;
+    }
+    let _ = output::error(&mut std::io::stderr(), err);
+    ExitCode::from(err.exit_code())
+}
+
+#[cfg(test)]
+mod tests;

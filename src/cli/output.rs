@@ -1,0 +1,407 @@
+//! Everything the CLI prints: pachctl-compatible text for people and stable JSON for programs.
+//!
+//! This is the only module that formats output. Every printer writes to the `Write` it is given (stdout or
+//! stderr, chosen by the caller; a buffer in tests) and takes the current time as an argument when it shows
+//! relative times, so that each format is testable byte for byte. Tokens reach stdout only through [`token`].
+
+mod contexts;
+mod format;
+
+use std::io::{self, Write};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+pub use self::contexts::{context_changed, contexts};
+use self::format::{Row, dash, json_line, marker, non_empty, rfc3339_opt, table};
+pub use self::format::{go_quote, humanize, rfc822_utc, rfc3339, timestamp};
+use crate::proto::agent::{
+    Done, EventKind, GetStatusResponse, GetTokenResponse, LoginMethod, LogoutResponse, OpenUrl, SessionEvent,
+    SessionState, SessionStatus, UserCode, Waiting, WhoAmIResponse,
+};
+use crate::secret::PachToken;
+
+/// An error for people: `pachagent: <message>`.
+pub fn error(err: &mut dyn Write, message: &dyn std::fmt::Display) -> io::Result<()> {
+    writeln!(err, "pachagent: {message}")
+}
+
+/// A warning that does not change the exit code: `pachagent: warning: <message>`.
+pub fn warning(err: &mut dyn Write, message: &dyn std::fmt::Display) -> io::Result<()> {
+    writeln!(err, "pachagent: warning: {message}")
+}
+
+/// pachctl's `auth whoami` lines: `You are "<username>"`, then `session expires: <RFC822 UTC>` when the
+/// session expires at all.
+fn identity_lines(out: &mut dyn Write, username: &str, expiration: Option<&prost_types::Timestamp>) -> io::Result<()> {
+    writeln!(out, "You are {}", go_quote(username))?;
+    if let Some(t) = timestamp(expiration) {
+        writeln!(out, "session expires: {}", rfc822_utc(t))?;
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct WhoAmIJson<'a> {
+    context: &'a str,
+    username: &'a str,
+    expiration: Option<String>,
+    pachd_address: &'a str,
+}
+
+/// `whoami`: pachctl's lines, or `{"context","username","expiration","pachd_address"}`.
+pub fn whoami(out: &mut dyn Write, resp: &WhoAmIResponse, json: bool) -> io::Result<()> {
+    if json {
+        return json_line(
+            out,
+            &WhoAmIJson {
+                context: &resp.context,
+                username: &resp.username,
+                expiration: rfc3339_opt(resp.expiration.as_ref()),
+                pachd_address: &resp.pachd_address,
+            },
+        );
+    }
+    identity_lines(out, &resp.username, resp.expiration.as_ref())
+}
+
+/// `login --token-stdin` on a terminal: how to end the input.
+pub fn paste_prompt(err: &mut dyn Write, what: &str) -> io::Result<()> {
+    writeln!(err, "Paste the {what}, then press Enter and Ctrl-D:")
+}
+
+/// A login step the user acts on. Text goes to `err` (it is a prompt, not a result); JSON goes to `out`.
+pub enum LoginStep<'a> {
+    /// A URL to open in a browser.
+    OpenUrl(&'a OpenUrl),
+    /// A device code to enter.
+    UserCode(&'a UserCode),
+    /// The agent waits for the user to finish.
+    Waiting(&'a Waiting),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+enum LoginEventJson<'a> {
+    OpenUrl {
+        url: &'a str,
+    },
+    UserCode {
+        user_code: &'a str,
+        verification_uri: &'a str,
+        verification_uri_complete: Option<&'a str>,
+    },
+    Waiting {
+        deadline: Option<String>,
+    },
+    Done {
+        context: &'a str,
+        username: &'a str,
+        expiration: Option<String>,
+        method: Option<&'static str>,
+        already_logged_in: bool,
+    },
+}
+
+/// Prints a login step: plain lines on `err`, or one `{"event": …}` object per line on `out` with `--json`.
+pub fn login_step(out: &mut dyn Write, err: &mut dyn Write, step: LoginStep<'_>, json: bool) -> io::Result<()> {
+    if json {
+        let value = match step {
+            LoginStep::OpenUrl(u) => LoginEventJson::OpenUrl { url: &u.url },
+            LoginStep::UserCode(c) => LoginEventJson::UserCode {
+                user_code: &c.user_code,
+                verification_uri: &c.verification_uri,
+                verification_uri_complete: non_empty(&c.verification_uri_complete),
+            },
+            LoginStep::Waiting(w) => LoginEventJson::Waiting { deadline: rfc3339_opt(w.deadline.as_ref()) },
+        };
+        return json_line(out, &value);
+    }
+    match step {
+        LoginStep::OpenUrl(u) => writeln!(err, "Open this URL in a browser to log in:\n  {}", u.url),
+        LoginStep::UserCode(c) => {
+            writeln!(err, "Go to {} and enter the code: {}", c.verification_uri, c.user_code)?;
+            if !c.verification_uri_complete.is_empty() {
+                writeln!(err, "(or open {})", c.verification_uri_complete)?;
+            }
+            Ok(())
+        }
+        LoginStep::Waiting(w) => match timestamp(w.deadline.as_ref()) {
+            Some(t) => writeln!(err, "Waiting for the login to finish (until {})...", rfc3339(t)),
+            None => writeln!(err, "Waiting for the login to finish..."),
+        },
+    }
+}
+
+/// The end of a successful login: the `whoami` lines on `out` (after a note on `err` when nothing was done),
+/// or a `{"event":"done",…}` object.
+pub fn login_done(out: &mut dyn Write, err: &mut dyn Write, done: &Done, json: bool) -> io::Result<()> {
+    if json {
+        return json_line(
+            out,
+            &LoginEventJson::Done {
+                context: &done.context,
+                username: &done.username,
+                expiration: rfc3339_opt(done.expiration.as_ref()),
+                method: method_name(done.method()),
+                already_logged_in: done.already_logged_in,
+            },
+        );
+    }
+    if done.already_logged_in {
+        writeln!(err, "Already logged in to context {}; use --force to log in again.", go_quote(&done.context))?;
+    }
+    identity_lines(out, &done.username, done.expiration.as_ref())
+}
+
+#[derive(Serialize)]
+struct LogoutJson<'a> {
+    results: Vec<LogoutResultJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct LogoutResultJson<'a> {
+    context: &'a str,
+    was_logged_in: bool,
+    revoked: bool,
+    detail: Option<&'a str>,
+}
+
+/// `logout`: one line per context saying whether pachd revoked the token or it was only forgotten locally.
+pub fn logout(out: &mut dyn Write, resp: &LogoutResponse, json: bool) -> io::Result<()> {
+    if json {
+        let results = resp
+            .results
+            .iter()
+            .map(|r| LogoutResultJson {
+                context: &r.context,
+                was_logged_in: r.was_logged_in,
+                revoked: r.revoked,
+                detail: non_empty(&r.detail),
+            })
+            .collect();
+        return json_line(out, &LogoutJson { results });
+    }
+    for r in &resp.results {
+        let because = if r.detail.is_empty() { String::new() } else { format!(": {}", r.detail) };
+        match (r.was_logged_in, r.revoked) {
+            (_, true) => writeln!(out, "{}: logged out; the token was revoked at pachd", r.context)?,
+            (true, false) => {
+                writeln!(out, "{}: logged out locally; the token was not revoked at pachd{because}", r.context)?
+            }
+            (false, false) => writeln!(out, "{}: was not logged in{because}", r.context)?,
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct TokenJson<'a> {
+    context: &'a str,
+    username: &'a str,
+    token: &'a str,
+    expiration: Option<String>,
+}
+
+/// `token`: the bare token and a newline (for `$(pachagent token)`), or `{"context","username","token",
+/// "expiration"}`. The only printer that sees a token; callers pass stdout.
+pub fn token(out: &mut dyn Write, resp: &GetTokenResponse, token: &PachToken, json: bool) -> io::Result<()> {
+    if json {
+        return json_line(
+            out,
+            &TokenJson {
+                context: &resp.context,
+                username: &resp.username,
+                token: token.expose_secret(),
+                expiration: rfc3339_opt(resp.expiration.as_ref()),
+            },
+        );
+    }
+    writeln!(out, "{}", token.expose_secret())
+}
+
+/// The name of a session state in JSON (`logged_out`); text uses the same with spaces.
+pub fn state_name(state: SessionState) -> &'static str {
+    match state {
+        SessionState::Unspecified => "unknown",
+        SessionState::LoggedOut => "logged_out",
+        SessionState::Active => "active",
+        SessionState::Refreshing => "refreshing",
+        SessionState::LoginRequired => "login_required",
+        SessionState::Expired => "expired",
+    }
+}
+
+/// The name of a login method, as `context add --method` and the JSON output spell it; `None` when unset.
+pub fn method_name(method: LoginMethod) -> Option<&'static str> {
+    match method {
+        LoginMethod::Unspecified => None,
+        LoginMethod::PachToken => Some("pach-token"),
+        LoginMethod::IdToken => Some("id-token"),
+        LoginMethod::Oidc => Some("oidc"),
+        LoginMethod::Device => Some("device"),
+        LoginMethod::Pachd => Some("pachd"),
+    }
+}
+
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    active_context: Option<&'a str>,
+    agent_pid: u32,
+    store: StoreJson<'a>,
+    sessions: Vec<SessionJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct StoreJson<'a> {
+    backend: &'a str,
+    available: bool,
+    persistent: bool,
+    detail: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct SessionJson<'a> {
+    context: &'a str,
+    active: bool,
+    state: &'static str,
+    username: Option<&'a str>,
+    expiration: Option<String>,
+    refresh_at: Option<String>,
+    method: Option<&'static str>,
+    store_backend: Option<&'a str>,
+    pachd_address: &'a str,
+    issuer: Option<&'a str>,
+    last_error: Option<&'a str>,
+}
+
+impl<'a> SessionJson<'a> {
+    fn new(s: &'a SessionStatus) -> Self {
+        Self {
+            context: &s.context,
+            active: s.active,
+            state: state_name(s.state()),
+            username: non_empty(&s.username),
+            expiration: rfc3339_opt(s.expiration.as_ref()),
+            refresh_at: rfc3339_opt(s.refresh_at.as_ref()),
+            method: method_name(s.method()),
+            store_backend: non_empty(&s.store_backend),
+            pachd_address: &s.pachd_address,
+            issuer: non_empty(&s.issuer),
+            last_error: non_empty(&s.last_error),
+        }
+    }
+}
+
+/// `status`: a table of contexts (active one marked `*`, last errors under their row), then the store and
+/// agent lines; or the stable JSON object. `now` turns expirations into "expires in".
+pub fn status(out: &mut dyn Write, resp: &GetStatusResponse, now: DateTime<Utc>, json: bool) -> io::Result<()> {
+    let default_store = Default::default();
+    let store = resp.store.as_ref().unwrap_or(&default_store);
+    if json {
+        return json_line(
+            out,
+            &StatusJson {
+                active_context: non_empty(&resp.active_context),
+                agent_pid: resp.agent_pid,
+                store: StoreJson {
+                    backend: &store.backend,
+                    available: store.available,
+                    persistent: store.persistent,
+                    detail: non_empty(&store.detail),
+                },
+                sessions: resp.sessions.iter().map(SessionJson::new).collect(),
+            },
+        );
+    }
+    if resp.sessions.is_empty() {
+        writeln!(out, "No contexts. Add one with: pachagent context add NAME --pachd ADDRESS")?;
+    } else {
+        let rows = resp
+            .sessions
+            .iter()
+            .map(|s| Row {
+                cells: vec![
+                    marker(s.active),
+                    s.context.clone(),
+                    dash(&s.username),
+                    state_name(s.state()).replace('_', " "),
+                    expires_in(s, now),
+                    method_name(s.method()).unwrap_or("-").to_owned(),
+                    dash(&s.store_backend),
+                    s.pachd_address.clone(),
+                ],
+                notes: s.last_error.lines().map(|l| format!("last error: {l}")).collect(),
+            })
+            .collect::<Vec<_>>();
+        table(out, &["", "CONTEXT", "USER", "STATE", "EXPIRES", "METHOD", "STORE", "PACHD"], &rows)?;
+    }
+    writeln!(out)?;
+    let availability = if store.available { "available" } else { "unavailable" };
+    let persistence = if store.persistent { "persistent" } else { "not persistent: sessions are lost at reboot" };
+    let detail = if store.detail.is_empty() { String::new() } else { format!(": {}", store.detail) };
+    writeln!(out, "store: {} ({availability}, {persistence}){detail}", dash(&store.backend))?;
+    let version =
+        if resp.agent_version.is_empty() { String::new() } else { format!(", version {}", resp.agent_version) };
+    writeln!(out, "agent: pid {}{version}, config {}", resp.agent_pid, dash(&resp.config_path))
+}
+
+fn expires_in(s: &SessionStatus, now: DateTime<Utc>) -> String {
+    match (timestamp(s.expiration.as_ref()), s.username.is_empty()) {
+        (Some(t), _) => humanize(t - now),
+        (None, false) => "never".to_owned(),
+        (None, true) => "-".to_owned(),
+    }
+}
+
+#[derive(Serialize)]
+struct WatchJson<'a> {
+    at: Option<String>,
+    context: &'a str,
+    kind: String,
+    username: Option<&'a str>,
+    expiration: Option<String>,
+    detail: Option<&'a str>,
+}
+
+fn kind_name(kind: EventKind) -> &'static str {
+    let name = kind.as_str_name();
+    name.strip_prefix("EVENT_KIND_").unwrap_or(name)
+}
+
+/// `watch`: `<time> <context> <KIND> <username> expires <time> <detail>` (`-` for what is absent), or one
+/// `{"at","context","kind","username","expiration","detail"}` object per line.
+pub fn watch_event(out: &mut dyn Write, ev: &SessionEvent, json: bool) -> io::Result<()> {
+    let at = rfc3339_opt(ev.at.as_ref());
+    let expiration = rfc3339_opt(ev.expiration.as_ref());
+    if json {
+        return json_line(
+            out,
+            &WatchJson {
+                at,
+                context: &ev.context,
+                kind: kind_name(ev.kind()).to_ascii_lowercase(),
+                username: non_empty(&ev.username),
+                expiration,
+                detail: non_empty(&ev.detail),
+            },
+        );
+    }
+    let mut line = format!(
+        "{} {} {} {} expires {}",
+        at.as_deref().unwrap_or("-"),
+        ev.context,
+        kind_name(ev.kind()),
+        dash(&ev.username),
+        expiration.as_deref().unwrap_or("-"),
+    );
+    if !ev.detail.is_empty() {
+        line.push(' ');
+        // One event, one line: a multi-line detail would break line-based readers.
+        line.push_str(&ev.detail.replace('\n', " "));
+    }
+    writeln!(out, "{line}")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,338 @@
+use chrono::TimeZone;
+use serde_json::json;
+
+use super::*;
+use crate::config::Config;
+use crate::proto::agent::{LogoutResult, StoreHealth};
+
+fn ts(rfc3339: &str) -> Option<prost_types::Timestamp> {
+    let t = DateTime::parse_from_rfc3339(rfc3339).unwrap();
+    Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 })
+}
+
+fn text(f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> String {
+    let mut buf = Vec::new();
+    f(&mut buf).unwrap();
+    String::from_utf8(buf).unwrap()
+}
+
+fn json_of(f: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> serde_json::Value {
+    let s = text(f);
+    assert!(s.ends_with('\n') && s.matches('\n').count() == 1, "one line: {s:?}");
+    serde_json::from_str(&s).unwrap()
+}
+
+#[test]
+fn go_quote_escapes_quotes_and_backslashes() {
+    assert_eq!(go_quote("user:alice@example.com"), r#""user:alice@example.com""#);
+    assert_eq!(go_quote(r#"a"b"#), r#""a\"b""#);
+    assert_eq!(go_quote(r"a\b"), r#""a\\b""#);
+    assert_eq!(go_quote(""), r#""""#);
+}
+
+#[test]
+fn go_quote_keeps_printable_unicode() {
+    assert_eq!(go_quote("user:josé@exämple.com"), "\"user:josé@exämple.com\"");
+    assert_eq!(go_quote("用户 ☃ 🦀"), "\"用户 ☃ 🦀\"");
+}
+
+#[test]
+fn go_quote_escapes_control_and_invisible_characters_like_go() {
+    assert_eq!(go_quote("a\nb"), r#""a\nb""#);
+    assert_eq!(go_quote("\t\r\u{7}\u{8}\u{c}\u{b}"), r#""\t\r\a\b\f\v""#);
+    assert_eq!(go_quote("\u{1b}[31m\u{0}\u{7f}"), r#""\x1b[31m\x00\x7f""#);
+    assert_eq!(go_quote("\u{85}\u{a0}\u{200b}\u{feff}"), r#""\u0085\u00a0\u200b\ufeff""#);
+    assert_eq!(go_quote("\u{f0000}"), r#""\U000f0000""#);
+}
+
+#[test]
+fn rfc822_is_pachctls_session_expiry_format() {
+    let t = Utc.with_ymd_and_hms(2025, 2, 9, 14, 41, 59).unwrap();
+    assert_eq!(rfc822_utc(t), "09 Feb 25 14:41 UTC");
+    let t = Utc.with_ymd_and_hms(2031, 12, 1, 3, 5, 0).unwrap();
+    assert_eq!(rfc822_utc(t), "01 Dec 31 03:05 UTC");
+}
+
+#[test]
+fn durations_are_humanized_to_the_minute() {
+    let d = |s: i64| humanize(chrono::TimeDelta::seconds(s));
+    assert_eq!(d(7 * 3600 + 12 * 60 + 59), "7h 12m");
+    assert_eq!(d(3600), "1h 0m");
+    assert_eq!(d(12 * 60 + 5), "12m");
+    assert_eq!(d(45), "45s");
+    assert_eq!(d(2 * 86_400 + 3 * 3600 + 59 * 60), "2d 3h");
+    assert_eq!(d(0), "expired");
+    assert_eq!(d(-30), "expired");
+}
+
+#[test]
+fn whoami_prints_exactly_what_pachctl_prints() {
+    let resp = WhoAmIResponse {
+        context: "prod".into(),
+        username: "user:alice@example.com".into(),
+        expiration: ts("2025-02-09T14:41:00Z"),
+        pachd_address: "grpcs://pachd.example.com:443".into(),
+    };
+    let out = text(|w| whoami(w, &resp, false));
+    assert_eq!(out, "You are \"user:alice@example.com\"\nsession expires: 09 Feb 25 14:41 UTC\n");
+
+    let never = WhoAmIResponse { username: "pach:root".into(), expiration: None, ..resp };
+    assert_eq!(text(|w| whoami(w, &never, false)), "You are \"pach:root\"\n");
+}
+
+#[test]
+fn whoami_json_has_a_stable_shape() {
+    let resp = WhoAmIResponse {
+        context: "prod".into(),
+        username: "user:alice@example.com".into(),
+        expiration: ts("2025-02-09T14:41:00Z"),
+        pachd_address: "grpc://localhost:30650".into(),
+    };
+    assert_eq!(
+        json_of(|w| whoami(w, &resp, true)),
+        json!({"context": "prod", "username": "user:alice@example.com", "expiration": "2025-02-09T14:41:00Z",
+               "pachd_address": "grpc://localhost:30650"})
+    );
+    let never = WhoAmIResponse { expiration: None, ..resp };
+    assert_eq!(json_of(|w| whoami(w, &never, true))["expiration"], serde_json::Value::Null);
+}
+
+#[test]
+fn token_prints_the_bare_token_or_json() {
+    let resp = GetTokenResponse {
+        token: String::new(),
+        expiration: ts("2025-02-09T14:41:00Z"),
+        username: "robot:ci".into(),
+        context: "prod".into(),
+        pachd_address: "grpc://p:30650".into(),
+    };
+    let secret = PachToken::new("abc123".into());
+    assert_eq!(text(|w| token(w, &resp, &secret, false)), "abc123\n");
+    assert_eq!(
+        json_of(|w| token(w, &resp, &secret, true)),
+        json!({"context": "prod", "username": "robot:ci", "token": "abc123", "expiration": "2025-02-09T14:41:00Z"})
+    );
+}
+
+fn sample_status() -> GetStatusResponse {
+    GetStatusResponse {
+        sessions: vec![
+            SessionStatus {
+                context: "prod".into(),
+                state: SessionState::Active.into(),
+                username: "user:alice@example.com".into(),
+                expiration: ts("2025-02-09T21:53:30Z"),
+                refresh_at: ts("2025-02-09T21:00:00Z"),
+                method: LoginMethod::Oidc.into(),
+                store_backend: "secret-service".into(),
+                pachd_address: "grpcs://pachd.example.com:443".into(),
+                issuer: "https://login.example.com/".into(),
+                last_error: String::new(),
+                active: true,
+            },
+            SessionStatus {
+                context: "dev".into(),
+                state: SessionState::LoginRequired.into(),
+                pachd_address: "grpc://localhost:30650".into(),
+                last_error: "refresh failed: invalid_grant".into(),
+                ..Default::default()
+            },
+        ],
+        store: Some(StoreHealth {
+            backend: "secret-service".into(),
+            available: true,
+            persistent: true,
+            detail: String::new(),
+        }),
+        active_context: "prod".into(),
+        config_path: "/home/a/.config/pachagent/config.toml".into(),
+        agent_pid: 4242,
+        agent_version: "0.1.0".into(),
+    }
+}
+
+#[test]
+fn status_is_a_readable_table() {
+    let now = Utc.with_ymd_and_hms(2025, 2, 9, 14, 41, 0).unwrap();
+    let out = text(|w| status(w, &sample_status(), now, false));
+    let expected = "   CONTEXT  USER                    STATE           EXPIRES  METHOD  STORE           PACHD
+*  prod     user:alice@example.com  active          7h 12m   oidc    secret-service  grpcs://pachd.example.com:443
+   dev      -                       login required  -        -       -               grpc://localhost:30650
+   last error: refresh failed: invalid_grant
+
+store: secret-service (available, persistent)
+agent: pid 4242, version 0.1.0, config /home/a/.config/pachagent/config.toml
+";
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn status_json_has_a_stable_shape() {
+    let now = Utc.with_ymd_and_hms(2025, 2, 9, 14, 41, 0).unwrap();
+    let value = json_of(|w| status(w, &sample_status(), now, true));
+    assert_eq!(
+        value,
+        json!({
+            "active_context": "prod",
+            "agent_pid": 4242,
+            "store": {"backend": "secret-service", "available": true, "persistent": true, "detail": null},
+            "sessions": [
+                {"context": "prod", "active": true, "state": "active", "username": "user:alice@example.com",
+                 "expiration": "2025-02-09T21:53:30Z", "refresh_at": "2025-02-09T21:00:00Z", "method": "oidc",
+                 "store_backend": "secret-service", "pachd_address": "grpcs://pachd.example.com:443",
+                 "issuer": "https://login.example.com/", "last_error": null},
+                {"context": "dev", "active": false, "state": "login_required", "username": null,
+                 "expiration": null, "refresh_at": null, "method": null, "store_backend": null,
+                 "pachd_address": "grpc://localhost:30650", "issuer": null,
+                 "last_error": "refresh failed: invalid_grant"}
+            ]
+        })
+    );
+}
+
+#[test]
+fn every_state_and_method_has_a_json_name() {
+    let states = [
+        (SessionState::Unspecified, "unknown"),
+        (SessionState::LoggedOut, "logged_out"),
+        (SessionState::Active, "active"),
+        (SessionState::Refreshing, "refreshing"),
+        (SessionState::LoginRequired, "login_required"),
+        (SessionState::Expired, "expired"),
+    ];
+    for (state, name) in states {
+        assert_eq!(state_name(state), name);
+    }
+    assert_eq!(method_name(LoginMethod::PachToken), Some("pach-token"));
+    assert_eq!(method_name(LoginMethod::IdToken), Some("id-token"));
+    assert_eq!(method_name(LoginMethod::Device), Some("device"));
+    assert_eq!(method_name(LoginMethod::Pachd), Some("pachd"));
+    assert_eq!(method_name(LoginMethod::Unspecified), None);
+}
+
+#[test]
+fn logout_says_whether_pachd_revoked_the_token() {
+    let resp = LogoutResponse {
+        results: vec![
+            LogoutResult { context: "prod".into(), revoked: true, detail: String::new(), was_logged_in: true },
+            LogoutResult {
+                context: "dev".into(),
+                revoked: false,
+                detail: "pachd unreachable".into(),
+                was_logged_in: true,
+            },
+            LogoutResult { context: "old".into(), revoked: false, detail: String::new(), was_logged_in: false },
+        ],
+    };
+    assert_eq!(
+        text(|w| logout(w, &resp, false)),
+        "prod: logged out; the token was revoked at pachd\n\
+         dev: logged out locally; the token was not revoked at pachd: pachd unreachable\n\
+         old: was not logged in\n"
+    );
+    assert_eq!(
+        json_of(|w| logout(w, &resp, true))["results"][1],
+        json!({"context": "dev", "was_logged_in": true, "revoked": false, "detail": "pachd unreachable"})
+    );
+}
+
+#[test]
+fn watch_prints_one_line_per_event() {
+    let ev = SessionEvent {
+        context: "prod".into(),
+        kind: EventKind::Refreshed.into(),
+        at: ts("2025-02-09T14:41:00Z"),
+        expiration: ts("2025-02-09T22:41:00Z"),
+        detail: "via refresh token".into(),
+        username: "user:alice@example.com".into(),
+    };
+    assert_eq!(
+        text(|w| watch_event(w, &ev, false)),
+        "2025-02-09T14:41:00Z prod REFRESHED user:alice@example.com expires 2025-02-09T22:41:00Z via refresh token\n"
+    );
+    assert_eq!(
+        json_of(|w| watch_event(w, &ev, true)),
+        json!({"at": "2025-02-09T14:41:00Z", "context": "prod", "kind": "refreshed",
+               "username": "user:alice@example.com", "expiration": "2025-02-09T22:41:00Z",
+               "detail": "via refresh token"})
+    );
+    let out = SessionEvent {
+        kind: EventKind::LoggedOut.into(),
+        expiration: None,
+        username: String::new(),
+        detail: String::new(),
+        ..ev
+    };
+    assert_eq!(text(|w| watch_event(w, &out, false)), "2025-02-09T14:41:00Z prod LOGGED_OUT - expires -\n");
+}
+
+#[test]
+fn login_done_prints_the_whoami_lines() {
+    let done = Done {
+        context: "prod".into(),
+        username: "user:alice@example.com".into(),
+        expiration: ts("2025-02-09T14:41:00Z"),
+        method: LoginMethod::PachToken.into(),
+        already_logged_in: false,
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    login_done(&mut out, &mut err, &done, false).unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "You are \"user:alice@example.com\"\nsession expires: 09 Feb 25 14:41 UTC\n"
+    );
+    assert!(err.is_empty());
+
+    let value = json_of(|w| login_done(w, &mut Vec::new(), &done, true));
+    assert_eq!(
+        value,
+        json!({"event": "done", "context": "prod", "username": "user:alice@example.com",
+               "expiration": "2025-02-09T14:41:00Z", "method": "pach-token", "already_logged_in": false})
+    );
+}
+
+#[test]
+fn login_prompts_go_to_stderr() {
+    let url = OpenUrl { url: "https://login.example.com/authorize?x=1".into() };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    login_step(&mut out, &mut err, LoginStep::OpenUrl(&url), false).unwrap();
+    assert!(out.is_empty());
+    assert_eq!(
+        String::from_utf8(err).unwrap(),
+        "Open this URL in a browser to log in:\n  https://login.example.com/authorize?x=1\n"
+    );
+    let value = json_of(|w| login_step(w, &mut Vec::new(), LoginStep::OpenUrl(&url), true));
+    assert_eq!(value, json!({"event": "open_url", "url": "https://login.example.com/authorize?x=1"}));
+}
+
+#[test]
+fn context_list_marks_the_active_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    Config::add_context(
+        &path,
+        "prod",
+        crate::config::NewContext { pachd_address: "grpcs://pachd.example.com:443".into(), ..Default::default() },
+    )
+    .unwrap();
+    let config = Config::add_context(
+        &path,
+        "dev",
+        crate::config::NewContext { pachd_address: "localhost".into(), ..Default::default() },
+    )
+    .unwrap();
+    let out = text(|w| contexts(w, &mut Vec::new(), &config, false));
+    assert_eq!(
+        out,
+        "   NAME  PACHD                          METHOD  ISSUER\n\
+         \x20  dev   grpc://localhost:30650         pachd   -\n\
+         *  prod  grpcs://pachd.example.com:443  pachd   -\n"
+    );
+    let value = json_of(|w| contexts(w, &mut Vec::new(), &config, true));
+    assert_eq!(value["active_context"], "prod");
+    assert_eq!(
+        value["contexts"][0],
+        json!({"name": "dev", "active": false, "pachd_address": "grpc://localhost:30650", "method": "pachd",
+               "issuer": null, "client_id": null, "scopes": [], "redirect_port": null, "ca_file": null})
+    );
+}

@@ -1,0 +1,583 @@
+//! Configuration: named contexts (which pachd, which identity provider), the active context and the secret store.
+//!
+//! The file is TOML at `--config`, `$PACHAGENT_CONFIG`, or `$XDG_CONFIG_HOME/pachagent/config.toml`. It is read
+//! into a raw struct that rejects unknown keys, then resolved once into [`Config`], with every default applied
+//! here. Secrets never live in this file. This module reads and writes that one file and knows nothing else.
+//!
+//! Environment variables consulted (all listed here):
+//! - `PACHAGENT_CONFIG`: the configuration file.
+//! - `PACHAGENT_SOCKET`: the agent's socket.
+//! - `XDG_CONFIG_HOME`, `HOME`: the default configuration directory.
+//! - `XDG_RUNTIME_DIR`, `TMPDIR`: the default socket directory.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// pachd's gRPC port when an address names none (`pachctl`'s default, the Helm chart's `apiGRPCPort`).
+pub const DEFAULT_PACHD_PORT: u16 = 30650;
+
+/// The keyring service under which sessions are stored unless the config names another.
+pub const DEFAULT_KEYRING_SERVICE: &str = "pachagent";
+
+/// The only version of the file format this build writes and reads.
+const CONFIG_VERSION: u32 = 1;
+
+/// Which secret store holds the sessions (`store = "…"` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreChoice {
+    /// Secret Service when a session bus offers it, else the kernel keyutils store (Linux); the platform store
+    /// elsewhere.
+    #[default]
+    Auto,
+    /// The freedesktop Secret Service (gnome-keyring, KWallet) over D-Bus.
+    SecretService,
+    /// The Linux kernel keyutils store, in the user keyring; lost at reboot.
+    Keyutils,
+    /// The macOS Keychain.
+    Keychain,
+    /// The Windows Credential Manager.
+    CredentialManager,
+}
+
+/// How a context logs in when the user does not hand it a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// The agent runs the OIDC flow itself and trades the ID token with pachd; sessions can be refreshed.
+    Oidc,
+    /// pachctl's flow: pachd runs the OIDC exchange on its own callback; sessions cannot be refreshed.
+    Pachd,
+}
+
+impl Method {
+    /// The name used in the config file and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Oidc => "oidc",
+            Method::Pachd => "pachd",
+        }
+    }
+}
+
+/// The file as written, before defaults. Unknown keys are errors so that typos do not silently do nothing.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    active_context: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    store: Option<StoreChoice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    keyring_service: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    contexts: BTreeMap<String, RawContext>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawContext {
+    pachd_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ca_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    redirect_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    method: Option<Method>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was read from (and where `context` commands write).
+    pub path: PathBuf,
+    /// The context used when a request names none.
+    pub active_context: Option<String>,
+    /// The secret store.
+    pub store: StoreChoice,
+    /// The keyring service name sessions are stored under.
+    pub keyring_service: String,
+    /// Every context, by name.
+    pub contexts: BTreeMap<String, Context>,
+}
+
+/// One Pachyderm cluster and how to log in to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Context {
+    /// The context's name.
+    pub name: String,
+    /// Where pachd's gRPC API is.
+    pub pachd: PachdAddress,
+    /// PEM file with the CA that signs pachd's certificate (for `grpcs://` with a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// The OIDC issuer, exactly as it appears in ID tokens' `iss`.
+    pub issuer: Option<String>,
+    /// The OAuth client id the agent logs in as.
+    pub client_id: Option<String>,
+    /// Extra scopes requested at login.
+    pub scopes: Vec<String>,
+    /// A fixed loopback port for the login redirect (for providers that match redirect URIs exactly).
+    pub redirect_port: Option<u16>,
+    /// How interactive logins run: `oidc` when an issuer is configured, else `pachd`, unless set.
+    pub method: Method,
+}
+
+/// Settings for a new context (`pachagent context add`).
+#[derive(Debug, Clone, Default)]
+pub struct NewContext {
+    /// pachd's address in any form pachctl accepts.
+    pub pachd_address: String,
+    /// CA file for `grpcs://`.
+    pub ca_file: Option<PathBuf>,
+    /// OIDC issuer.
+    pub issuer: Option<String>,
+    /// OAuth client id.
+    pub client_id: Option<String>,
+    /// Extra scopes.
+    pub scopes: Vec<String>,
+    /// Fixed redirect port.
+    pub redirect_port: Option<u16>,
+    /// Login method.
+    pub method: Option<Method>,
+}
+
+/// A pachd address in pachctl's canonical form: `grpc://host:port` or `grpcs://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PachdAddress {
+    /// Whether the connection uses TLS (`grpcs://` or `https://`).
+    pub tls: bool,
+    /// Host name or IP (IPv6 without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl PachdAddress {
+    /// Parses an address the way pachctl does (`ParsePachdAddress`): schemes `grpc`, `grpcs`, `http`, `https`,
+    /// none meaning `grpc`; port 30650 when absent; no path, user info, query or fragment.
+    ///
+    /// # Errors
+    /// A message naming what is wrong with the address and the forms that are accepted.
+    pub fn parse(input: &str) -> Result<Self, String> {
+        let input = input.trim();
+        if input.is_empty() {
+            return Err("the pachd address is empty: use e.g. grpc://localhost:30650".into());
+        }
+        let (scheme, rest) = match input.split_once("://") {
+            Some((s, r)) => (s.to_ascii_lowercase(), r),
+            None => ("grpc".to_owned(), input),
+        };
+        let tls = match scheme.as_str() {
+            "grpc" | "http" => false,
+            "grpcs" | "https" => true,
+            "unix" => {
+                return Err(format!(
+                    "pachd address {input:?}: unix sockets are not supported by pachagent; use grpc://host:port"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "pachd address {input:?} has the unknown scheme {other:?}: use grpc://, grpcs://, http:// or https://"
+                ));
+            }
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains(['/', '?', '#', '@']) {
+            return Err(format!(
+                "pachd address {input:?} must be only scheme, host and port (no path, user, query or fragment), e.g. grpcs://pachd.example.com:443"
+            ));
+        }
+        let (host, port) = split_host_port(rest).map_err(|why| format!("pachd address {input:?}: {why}"))?;
+        if host.is_empty() {
+            return Err(format!("pachd address {input:?} has no host: use e.g. grpc://localhost:30650"));
+        }
+        Ok(Self { tls, host, port: port.unwrap_or(DEFAULT_PACHD_PORT) })
+    }
+
+    /// The URI tonic dials (`http://` or `https://`, brackets around IPv6 hosts).
+    pub fn endpoint_uri(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}:{}", bracket(&self.host), self.port)
+    }
+}
+
+impl fmt::Display for PachdAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "grpcs" } else { "grpc" };
+        write!(f, "{scheme}://{}:{}", bracket(&self.host), self.port)
+    }
+}
+
+fn bracket(host: &str) -> String {
+    if host.contains(':') { format!("[{host}]") } else { host.to_owned() }
+}
+
+fn split_host_port(s: &str) -> Result<(String, Option<u16>), String> {
+    let parse_port = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("the port {p:?} is not a number from 1 to 65535"))
+    };
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or("an IPv6 host needs a closing ']'")?;
+        return match after {
+            "" => Ok((host.to_owned(), None)),
+            _ => match after.strip_prefix(':') {
+                Some(p) => Ok((host.to_owned(), Some(parse_port(p)?))),
+                None => Err("unexpected text after the IPv6 host".into()),
+            },
+        };
+    }
+    match s.rsplit_once(':') {
+        Some((host, _)) if host.contains(':') => Ok((s.to_owned(), None)),
+        Some((host, port)) => Ok((host.to_owned(), Some(parse_port(port)?))),
+        None => Ok((s.to_owned(), None)),
+    }
+}
+
+/// Errors reading, resolving or writing the configuration. Each says which file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file exists but cannot be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys or bad values.
+    #[error("invalid config file {}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the key and the fix.
+        message: String,
+    },
+    /// A context names an unusable value.
+    #[error("invalid config file {}: context {context:?}: key {key:?}: {message}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The context.
+        context: String,
+        /// The key.
+        key: &'static str,
+        /// What is wrong and the fix.
+        message: String,
+    },
+    /// A request named a context that does not exist.
+    #[error("unknown context {name:?} (known: {}): run pachagent context add {name} --pachd ADDRESS", known_list(.known))]
+    UnknownContext {
+        /// The name asked for.
+        name: String,
+        /// The names that exist.
+        known: Vec<String>,
+    },
+    /// No context was named and none is active.
+    #[error("no active context: run pachagent context add NAME --pachd ADDRESS, or pachagent context use NAME")]
+    NoActiveContext,
+    /// `context add` for a name that exists.
+    #[error("context {0:?} already exists: remove it first with pachagent context remove {0}")]
+    Exists(String),
+    /// A value passed to `context add` is unusable.
+    #[error("{0}")]
+    BadValue(String),
+    /// The file cannot be written.
+    #[error("cannot write config file {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+fn known_list(known: &[String]) -> String {
+    if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+}
+
+impl Config {
+    /// Reads and resolves the file at `path`; a file that does not exist is an empty configuration.
+    ///
+    /// # Errors
+    /// [`Error::Read`], [`Error::Parse`] or [`Error::Invalid`], naming the file, the key and the fix.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let raw = read_raw(path)?;
+        Self::resolve(path, raw)
+    }
+
+    fn resolve(path: &Path, raw: RawConfig) -> Result<Self, Error> {
+        if let Some(v) = raw.version
+            && v != CONFIG_VERSION
+        {
+            return Err(Error::Parse {
+                path: path.to_owned(),
+                message: format!(
+                    "version = {v} is not supported by this pachagent (it reads version {CONFIG_VERSION}): upgrade pachagent or fix the key \"version\""
+                ),
+            });
+        }
+        let mut contexts = BTreeMap::new();
+        for (name, rc) in raw.contexts {
+            let ctx = resolve_context(path, &name, rc)?;
+            contexts.insert(name, ctx);
+        }
+        if let Some(active) = &raw.active_context
+            && !contexts.contains_key(active)
+        {
+            return Err(Error::Parse {
+                path: path.to_owned(),
+                message: format!(
+                    "active_context = {active:?} names no context: add [contexts.{active}] or run pachagent context use NAME"
+                ),
+            });
+        }
+        let keyring_service = match raw.keyring_service {
+            Some(s) if s.trim().is_empty() => {
+                return Err(Error::Parse {
+                    path: path.to_owned(),
+                    message: "keyring_service is empty: remove the key to use \"pachagent\"".into(),
+                });
+            }
+            Some(s) => s,
+            None => DEFAULT_KEYRING_SERVICE.to_owned(),
+        };
+        Ok(Self {
+            path: path.to_owned(),
+            active_context: raw.active_context,
+            store: raw.store.unwrap_or_default(),
+            keyring_service,
+            contexts,
+        })
+    }
+
+    /// The context a request means: `name`, or the active context when `name` is empty.
+    ///
+    /// # Errors
+    /// [`Error::UnknownContext`] or [`Error::NoActiveContext`].
+    pub fn context(&self, name: &str) -> Result<&Context, Error> {
+        let name = if name.is_empty() { self.active_context.as_deref().ok_or(Error::NoActiveContext)? } else { name };
+        self.contexts.get(name).ok_or_else(|| Error::UnknownContext {
+            name: name.to_owned(),
+            known: self.contexts.keys().cloned().collect(),
+        })
+    }
+
+    /// Adds a context to the file (and makes it active when it is the first one); returns the new configuration.
+    ///
+    /// # Errors
+    /// [`Error::Exists`], [`Error::BadValue`] for an unusable address, or read/write errors.
+    pub fn add_context(path: &Path, name: &str, new: NewContext) -> Result<Self, Error> {
+        validate_context_name(name)?;
+        let mut raw = read_raw(path)?;
+        if raw.contexts.contains_key(name) {
+            return Err(Error::Exists(name.to_owned()));
+        }
+        let pachd = PachdAddress::parse(&new.pachd_address).map_err(Error::BadValue)?;
+        let rc = RawContext {
+            pachd_address: Some(pachd.to_string()),
+            ca_file: new.ca_file,
+            issuer: new.issuer,
+            client_id: new.client_id,
+            scopes: new.scopes,
+            redirect_port: new.redirect_port,
+            method: new.method,
+        };
+        resolve_context(path, name, rc.clone()).map_err(|e| Error::BadValue(e.to_string()))?;
+        raw.contexts.insert(name.to_owned(), rc);
+        if raw.active_context.is_none() {
+            raw.active_context = Some(name.to_owned());
+        }
+        write_raw(path, raw)
+    }
+
+    /// Makes `name` the active context.
+    ///
+    /// # Errors
+    /// [`Error::UnknownContext`] or read/write errors.
+    pub fn use_context(path: &Path, name: &str) -> Result<Self, Error> {
+        let mut raw = read_raw(path)?;
+        if !raw.contexts.contains_key(name) {
+            return Err(Error::UnknownContext { name: name.to_owned(), known: raw.contexts.keys().cloned().collect() });
+        }
+        raw.active_context = Some(name.to_owned());
+        write_raw(path, raw)
+    }
+
+    /// Removes a context; the active context is cleared when it was this one.
+    ///
+    /// # Errors
+    /// [`Error::UnknownContext`] or read/write errors.
+    pub fn remove_context(path: &Path, name: &str) -> Result<Self, Error> {
+        let mut raw = read_raw(path)?;
+        if raw.contexts.remove(name).is_none() {
+            return Err(Error::UnknownContext { name: name.to_owned(), known: raw.contexts.keys().cloned().collect() });
+        }
+        if raw.active_context.as_deref() == Some(name) {
+            raw.active_context = None;
+        }
+        write_raw(path, raw)
+    }
+}
+
+fn validate_context_name(name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadValue(format!(
+            "context name {name:?} is not usable: use 1 to 64 letters, digits, '-', '_' or '.'"
+        )))
+    }
+}
+
+fn resolve_context(path: &Path, name: &str, rc: RawContext) -> Result<Context, Error> {
+    let invalid = |key: &'static str, message: String| Error::Invalid {
+        path: path.to_owned(),
+        context: name.to_owned(),
+        key,
+        message,
+    };
+    let address = rc.pachd_address.ok_or_else(|| {
+        invalid("pachd_address", "is missing: set it to pachd's address, e.g. grpc://localhost:30650".into())
+    })?;
+    let pachd = PachdAddress::parse(&address).map_err(|m| invalid("pachd_address", m))?;
+    if rc.ca_file.is_some() && !pachd.tls {
+        return Err(invalid("ca_file", "needs a grpcs:// pachd_address (a CA is only used with TLS)".into()));
+    }
+    if let Some(issuer) = &rc.issuer {
+        let parsed = url::Url::parse(issuer).map_err(|e| {
+            invalid("issuer", format!("{issuer:?} is not a URL ({e}): use e.g. https://tenant.auth0.com/"))
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(invalid("issuer", format!("{issuer:?} must be an http:// or https:// URL")));
+        }
+    }
+    if rc.redirect_port == Some(0) {
+        return Err(invalid("redirect_port", "0 is not a port: remove the key for a random port".into()));
+    }
+    let method = match (rc.method, &rc.issuer) {
+        (Some(m), _) => m,
+        (None, Some(_)) => Method::Oidc,
+        (None, None) => Method::Pachd,
+    };
+    if method == Method::Oidc && (rc.issuer.is_none() || rc.client_id.is_none()) {
+        return Err(invalid(
+            "method",
+            "\"oidc\" needs both issuer and client_id: set them, or use method = \"pachd\"".into(),
+        ));
+    }
+    Ok(Context {
+        name: name.to_owned(),
+        pachd,
+        ca_file: rc.ca_file,
+        issuer: rc.issuer,
+        client_id: rc.client_id,
+        scopes: rc.scopes,
+        redirect_port: rc.redirect_port,
+        method,
+    })
+}
+
+fn read_raw(path: &Path) -> Result<RawConfig, Error> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RawConfig::default()),
+        Err(source) => return Err(Error::Read { path: path.to_owned(), source }),
+    };
+    toml::from_str(&text).map_err(|e| Error::Parse {
+        path: path.to_owned(),
+        message: format!("{}: fix or remove that key (see pachagent context --help)", e.to_string().trim_end()),
+    })
+}
+
+/// Writes atomically (a temporary file in the same directory, then a rename), owner-only.
+fn write_raw(path: &Path, mut raw: RawConfig) -> Result<Config, Error> {
+    raw.version = Some(CONFIG_VERSION);
+    let werr = |source| Error::Write { path: path.to_owned(), source };
+    let text = toml::to_string_pretty(&raw).map_err(|e| werr(std::io::Error::other(e.to_string())))?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(werr)?;
+    let tmp = dir.join(format!(".{}.{}.tmp", file_name(path), std::process::id()));
+    let result = (|| {
+        let mut f = open_owner_only(&tmp)?;
+        f.write_all(b"# pachagent configuration: edit freely or use `pachagent context`. No secrets live here.\n")?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(source) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(werr(source));
+    }
+    Config::resolve(path, raw)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "config.toml".into())
+}
+
+fn open_owner_only(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)
+}
+
+/// The configuration file: `explicit` (flag or `$PACHAGENT_CONFIG`, already merged by clap), else
+/// `$XDG_CONFIG_HOME/pachagent/config.toml`, else `~/.config/pachagent/config.toml`.
+pub fn config_path(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_owned();
+    }
+    let base = env_path("XDG_CONFIG_HOME")
+        .or_else(|| env_path("HOME").map(|h| h.join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("pachagent").join("config.toml")
+}
+
+/// The agent's socket: `explicit` (flag or `$PACHAGENT_SOCKET`), else `$XDG_RUNTIME_DIR/pachagent/agent.sock`,
+/// else `$TMPDIR/pachagent-<uid>/agent.sock` (a per-user directory, since `/tmp` is shared).
+pub fn socket_path(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_owned();
+    }
+    if let Some(run) = env_path("XDG_RUNTIME_DIR") {
+        return run.join("pachagent").join("agent.sock");
+    }
+    let tmp = env_path("TMPDIR").unwrap_or_else(std::env::temp_dir);
+    tmp.join(format!("pachagent-{}", current_uid())).join("agent.sock")
+}
+
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+/// The real uid of this process.
+pub fn current_uid() -> u32 {
+    // SAFETY-free: getuid cannot fail and touches no memory of ours.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::getuid()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,181 @@
+//! The agent process: takes the socket, opens the secret store, restores sessions, serves the API until
+//! SIGINT/SIGTERM, then drains and removes the socket.
+//!
+//! [`serve`] is what `pachagent serve` runs; [`run`] takes an already bound listener and a shutdown future so
+//! that it can be driven from anywhere (the CLI, `pachagent dev`, tests). No RPC or token logic lives here.
+
+mod harden;
+pub mod socket;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::api::AgentService;
+use crate::config::{self, Config};
+use crate::engine::SessionEngine;
+use crate::proto::agent::agent_server::AgentServer;
+use crate::store::{self, Store};
+
+/// How long in-flight calls may take to finish after a stop signal before the agent exits anyway.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How `pachagent serve` was asked to run.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The socket to listen on (already resolved from `--socket`, `$PACHAGENT_SOCKET` or the default).
+    pub socket: PathBuf,
+    /// The configuration file (already resolved from `--config`, `$PACHAGENT_CONFIG` or the default).
+    pub config: PathBuf,
+}
+
+/// Errors that stop the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Another agent holds the socket.
+    #[error("another agent is running, pid {pid} (socket {})", socket.display())]
+    AlreadyRunning {
+        /// Its pid.
+        pid: u32,
+        /// The socket.
+        socket: PathBuf,
+    },
+    /// The socket or its directory cannot be set up.
+    #[error("cannot listen on {}: {reason}", socket.display())]
+    Socket {
+        /// The socket.
+        socket: PathBuf,
+        /// Why, with the fix.
+        reason: String,
+    },
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] config::Error),
+    /// The secret store cannot be used.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// The gRPC server failed.
+    #[error("the agent's server failed: {0}")]
+    Server(String),
+}
+
+impl Error {
+    /// The process exit code: 2 for a configuration problem or an agent already running, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::AlreadyRunning { .. } | Error::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Runs the agent until SIGINT/SIGTERM. The caller has set up tracing.
+///
+/// # Errors
+/// When the socket cannot be taken, the configuration is invalid or the secret store cannot be opened.
+pub async fn serve(opts: ServeOptions) -> Result<(), Error> {
+    harden::apply();
+    let config = Config::load(&opts.config)?;
+    let (listener, guard) = socket::bind(&opts.socket)?;
+    let store = Store::open(config.store, &config.keyring_service).await?;
+    info!(
+        socket = %opts.socket.display(),
+        config = %opts.config.display(),
+        store = store.backend().name(),
+        pid = std::process::id(),
+        "agent listening"
+    );
+    let engine = SessionEngine::new(config, store);
+    engine.restore().await;
+    let verifier = {
+        let engine = Arc::clone(&engine);
+        tokio::spawn(async move { engine.verify_all().await })
+    };
+    let reloader = tokio::spawn(reload_on_hangup(Arc::clone(&engine)));
+    let result = run(listener, engine, stop_signal()).await;
+    verifier.abort();
+    reloader.abort();
+    drop(guard);
+    info!("agent stopped");
+    result
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then lets in-flight calls finish (up to a deadline)
+/// and ends every `Watch` stream.
+///
+/// # Errors
+/// [`Error::Server`] when the server fails.
+pub async fn run(
+    listener: UnixListener,
+    engine: Arc<SessionEngine>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<AgentServer<AgentService>>().await;
+    let service = AgentServer::new(AgentService::new(engine, stop_rx.clone()));
+    let mut drained = stop_rx.clone();
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(service)
+        .serve_with_incoming_shutdown(socket::same_user_connections(listener), async move {
+            let _ = drained.wait_for(|stop| *stop).await;
+        });
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result.map_err(|e| Error::Server(e.to_string())),
+        () = shutdown => info!("stopping: finishing in-flight calls"),
+    }
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(DRAIN_DEADLINE, server).await {
+        Ok(result) => result.map_err(|e| Error::Server(e.to_string())),
+        Err(_) => {
+            warn!(deadline = ?DRAIN_DEADLINE, "calls still running at the drain deadline; stopping anyway");
+            Ok(())
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// SIGHUP re-reads the configuration, as daemons conventionally do.
+async fn reload_on_hangup(engine: Arc<SessionEngine>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            if let Err(e) = engine.reload_config().await {
+                warn!(error = %e, "SIGHUP: configuration not reloaded; the previous one stays in force");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(engine);
+}

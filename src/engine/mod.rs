@@ -1,0 +1,610 @@
+//! The session engine: the one owner of every context's session and the rules for using it.
+//!
+//! It logs in (from a pach token or an ID token handed to it), restores stored sessions at start and checks them
+//! with pachd, hands out tokens that are valid for as long as the caller asks, logs out (revoke at pachd, then
+//! delete the stored secret), and publishes every transition as an [`Event`]. It knows nothing of gRPC or the
+//! socket: the `api` module translates. Locks are `std` locks held only for map lookups, never across an await,
+//! so readers (`GetToken`, `WhoAmI`) never wait on a network call.
+
+mod types;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::broadcast;
+use tracing::{info, warn};
+
+pub use self::types::*;
+use crate::config::{self, Config, Context};
+use crate::pachd::{self, PachdClient};
+use crate::secret::{IdToken, PachToken};
+use crate::store::{self, Store, StoredSession};
+
+/// How many events a slow `Watch` subscriber may fall behind before it is told it missed some.
+const EVENT_BUFFER: usize = 256;
+
+/// One context's session as the engine keeps it in memory.
+#[derive(Debug, Clone)]
+struct Session {
+    token: PachToken,
+    username: String,
+    expiration: Option<DateTime<Utc>>,
+    method: SessionMethod,
+    pachd_address: String,
+    issuer: Option<String>,
+    verdict: Verdict,
+    last_error: Option<String>,
+}
+
+/// What pachd last said of the token; `Expired` is also derived from the clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Valid,
+    LoginRequired,
+    Expired,
+}
+
+impl Session {
+    fn state(&self, now: DateTime<Utc>) -> SessionState {
+        match self.verdict {
+            Verdict::LoginRequired => SessionState::LoginRequired,
+            Verdict::Expired => SessionState::Expired,
+            Verdict::Valid if self.expiration.is_some_and(|e| e <= now) => SessionState::Expired,
+            Verdict::Valid => SessionState::Active,
+        }
+    }
+
+    fn from_stored(stored: StoredSession) -> Self {
+        Self {
+            method: SessionMethod::parse(&stored.method),
+            expiration: stored.expiration.and_then(|s| DateTime::from_timestamp(s, 0)),
+            token: stored.pach_token,
+            username: stored.username,
+            pachd_address: stored.pachd_address,
+            issuer: stored.issuer,
+            verdict: Verdict::Valid,
+            last_error: None,
+        }
+    }
+
+    fn to_stored(&self, now: DateTime<Utc>) -> StoredSession {
+        StoredSession {
+            pach_token: self.token.clone(),
+            username: self.username.clone(),
+            expiration: self.expiration.map(|e| e.timestamp()),
+            method: self.method.as_str().to_owned(),
+            pachd_address: self.pachd_address.clone(),
+            issuer: self.issuer.clone(),
+            stored_at: now.timestamp(),
+        }
+    }
+}
+
+/// The session engine. Shared behind an `Arc` by the API server and the daemon's tasks.
+pub struct SessionEngine {
+    config: RwLock<Arc<Config>>,
+    store: Store,
+    sessions: RwLock<HashMap<String, Session>>,
+    clients: Mutex<HashMap<String, PachdClient>>,
+    /// Serialises logins and logouts per context, so two of them cannot interleave their store writes.
+    context_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    store_error: Mutex<Option<String>>,
+    events: broadcast::Sender<Event>,
+}
+
+impl SessionEngine {
+    /// An engine over `config` and `store`, with no sessions loaded yet (see [`SessionEngine::restore`]).
+    pub fn new(config: Config, store: Store) -> Arc<Self> {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        Arc::new(Self {
+            config: RwLock::new(Arc::new(config)),
+            store,
+            sessions: RwLock::new(HashMap::new()),
+            clients: Mutex::new(HashMap::new()),
+            context_locks: Mutex::new(HashMap::new()),
+            store_error: Mutex::new(None),
+            events,
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&read(&self.config))
+    }
+
+    /// Subscribes to session events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Loads every configured context's stored session into memory (without asking pachd; see
+    /// [`SessionEngine::verify_all`]). A context whose entry cannot be read stays logged out and the store error
+    /// is reported in `status`.
+    pub async fn restore(&self) {
+        let config = self.config();
+        for ctx in config.contexts.values() {
+            self.restore_context(ctx).await;
+        }
+    }
+
+    async fn restore_context(&self, ctx: &Context) {
+        match self.store.load(&ctx.name).await {
+            Ok(Some(stored)) => {
+                self.note_store_ok();
+                let mut session = Session::from_stored(stored);
+                if session.pachd_address != ctx.pachd.to_string() {
+                    session.verdict = Verdict::LoginRequired;
+                    session.last_error = Some(format!(
+                        "the stored session is for pachd at {}, but the context now points at {}: run pachagent login --context {}",
+                        session.pachd_address, ctx.pachd, ctx.name
+                    ));
+                }
+                info!(context = %ctx.name, username = %session.username, "restored stored session");
+                write(&self.sessions).insert(ctx.name.clone(), session);
+            }
+            Ok(None) => self.note_store_ok(),
+            Err(e) => {
+                warn!(context = %ctx.name, error = %e, "cannot read the stored session");
+                self.note_store_error(&e);
+            }
+        }
+    }
+
+    /// Asks pachd about every session in memory: a revoked token becomes LOGIN_REQUIRED, an expired one EXPIRED,
+    /// and an unreachable pachd leaves the session usable with the reason recorded.
+    pub async fn verify_all(self: &Arc<Self>) {
+        let names: Vec<String> = read(&self.sessions).keys().cloned().collect();
+        let mut checks = tokio::task::JoinSet::new();
+        for name in names {
+            let engine = Arc::clone(self);
+            checks.spawn(async move { (engine.verify(&name).await, name) });
+        }
+        while let Some(joined) = checks.join_next().await {
+            if let Ok((Err(e), name)) = joined {
+                warn!(context = %name, error = %e, "could not verify the restored session");
+            }
+        }
+    }
+
+    /// Checks one context's session with pachd and records the verdict.
+    async fn verify(&self, name: &str) -> Result<(), Error> {
+        let Some(session) = read(&self.sessions).get(name).cloned() else { return Ok(()) };
+        if session.verdict != Verdict::Valid {
+            return Ok(());
+        }
+        let ctx = self.config().context(name)?.clone();
+        let client = self.client(&ctx)?;
+        match client.who_am_i(&session.token).await {
+            Ok(identity) => {
+                self.update(name, |s| {
+                    s.username = identity.username.clone();
+                    s.expiration = identity.expiration;
+                    s.last_error = None;
+                });
+                Ok(())
+            }
+            Err(e) => Err(self.record_pachd_verdict(&ctx, e)),
+        }
+    }
+
+    /// Records what a pachd failure says about the session and turns it into the caller's error.
+    fn record_pachd_verdict(&self, ctx: &Context, e: pachd::Error) -> Error {
+        let now = Utc::now();
+        match &e {
+            pachd::Error::TokenRejected { .. } => {
+                let detail =
+                    format!("pachd no longer accepts the session's token: run pachagent login --context {}", ctx.name);
+                if self.set_verdict(&ctx.name, Verdict::LoginRequired, &detail) {
+                    self.emit(&ctx.name, EventKind::LoginRequired, now, detail);
+                }
+                Error::LoginRequired { context: ctx.name.clone() }
+            }
+            pachd::Error::TokenExpired { .. } => {
+                let detail = format!("the session expired at pachd: run pachagent login --context {}", ctx.name);
+                if self.set_verdict(&ctx.name, Verdict::Expired, &detail) {
+                    self.emit(&ctx.name, EventKind::Expired, now, detail);
+                }
+                Error::Expired { context: ctx.name.clone() }
+            }
+            _ => {
+                let message = e.to_string();
+                self.update(&ctx.name, |s| s.last_error = Some(message.clone()));
+                Error::Pachd { context: ctx.name.clone(), source: e }
+            }
+        }
+    }
+
+    /// Who the context's session belongs to; with `verify`, pachd is asked live.
+    ///
+    /// # Errors
+    /// [`Error::NotLoggedIn`], [`Error::LoginRequired`], [`Error::Expired`], config and (with `verify`) pachd errors.
+    pub async fn who_am_i(&self, context: &str, verify: bool) -> Result<WhoAmI, Error> {
+        let ctx = self.config().context(context)?.clone();
+        if verify {
+            self.verify(&ctx.name).await?;
+        }
+        let sessions = read(&self.sessions);
+        let session = usable(&sessions, &ctx.name, Utc::now())?;
+        Ok(WhoAmI {
+            context: ctx.name.clone(),
+            username: session.username.clone(),
+            expiration: session.expiration,
+            pachd_address: ctx.pachd.to_string(),
+        })
+    }
+
+    /// A token for the context valid for at least `min_valid`; each hand-out is logged with the caller.
+    ///
+    /// # Errors
+    /// [`Error::NotLoggedIn`], [`Error::LoginRequired`], [`Error::Expired`], [`Error::TooShort`], config errors.
+    pub fn get_token(&self, context: &str, min_valid: Duration, caller: &Caller) -> Result<TokenGrant, Error> {
+        let config = self.config();
+        let ctx = config.context(context)?;
+        let now = Utc::now();
+        let grant = {
+            let sessions = read(&self.sessions);
+            let session = usable(&sessions, &ctx.name, now)?;
+            if let Some(exp) = session.expiration {
+                let left = (exp - now).to_std().unwrap_or_default();
+                if left < min_valid {
+                    return Err(Error::TooShort { context: ctx.name.clone(), left, wanted: min_valid });
+                }
+            }
+            TokenGrant {
+                context: ctx.name.clone(),
+                token: session.token.clone(),
+                username: session.username.clone(),
+                expiration: session.expiration,
+                pachd_address: ctx.pachd.to_string(),
+            }
+        };
+        info!(
+            context = %grant.context,
+            username = %grant.username,
+            caller_pid = caller.pid,
+            caller_uid = caller.uid,
+            caller_exe = caller.exe.as_deref().unwrap_or("?"),
+            "handed out a token"
+        );
+        Ok(grant)
+    }
+
+    /// Every configured context's session, in name order, and whether it is the active one.
+    pub fn sessions(&self) -> Vec<SessionView> {
+        let config = self.config();
+        let sessions = read(&self.sessions);
+        let now = Utc::now();
+        config
+            .contexts
+            .values()
+            .map(|ctx| {
+                let active = config.active_context.as_deref() == Some(ctx.name.as_str());
+                match sessions.get(&ctx.name) {
+                    Some(s) => SessionView {
+                        context: ctx.name.clone(),
+                        active,
+                        state: s.state(now),
+                        username: s.username.clone(),
+                        expiration: s.expiration,
+                        refresh_at: None,
+                        method: Some(s.method),
+                        store_backend: self.store.backend().name(),
+                        pachd_address: ctx.pachd.to_string(),
+                        issuer: s.issuer.clone().or_else(|| ctx.issuer.clone()),
+                        last_error: s.last_error.clone(),
+                    },
+                    None => SessionView {
+                        context: ctx.name.clone(),
+                        active,
+                        state: SessionState::LoggedOut,
+                        username: String::new(),
+                        expiration: None,
+                        refresh_at: None,
+                        method: None,
+                        store_backend: self.store.backend().name(),
+                        pachd_address: ctx.pachd.to_string(),
+                        issuer: ctx.issuer.clone(),
+                        last_error: None,
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// The secret store's health: a live probe, so a keyring locked since the last write shows up.
+    pub async fn store_status(&self) -> StoreStatus {
+        let backend = self.store.backend();
+        let probe = self.store.probe().await;
+        match probe {
+            Ok(()) => self.note_store_ok(),
+            Err(e) => self.note_store_error(&e),
+        }
+        let detail = lock(&self.store_error).clone();
+        StoreStatus {
+            backend: backend.name(),
+            persistent: backend.persistent(),
+            available: detail.is_none(),
+            detail: detail.unwrap_or_else(|| {
+                if backend.persistent() {
+                    format!("service {:?}", self.store.service())
+                } else {
+                    format!("service {:?}; sessions here do not survive a reboot", self.store.service())
+                }
+            }),
+        }
+    }
+
+    /// Logs in with a Pachyderm token the user already has (robot or session token): pachd's WhoAmI names its
+    /// owner and expiry, then it is stored. A stored session is replaced only once the new one is stored.
+    ///
+    /// # Errors
+    /// [`Error::Rejected`] when pachd does not accept the token, pachd and store errors.
+    pub async fn login_with_pach_token(&self, context: &str, token: PachToken) -> Result<LoginDone, Error> {
+        let ctx = self.config().context(context)?.clone();
+        if token.is_empty() {
+            return Err(Error::InvalidRequest("the token is empty: pipe it on stdin, e.g. pachctl auth get-robot-token ci -q | pachagent login --token-stdin".into()));
+        }
+        let _guard = self.context_lock(&ctx.name).lock_owned().await;
+        let client = self.client(&ctx)?;
+        let identity = client.who_am_i(&token).await.map_err(|e| login_error(&ctx, e))?;
+        self.commit_login(&ctx, token, identity, SessionMethod::PachToken).await
+    }
+
+    /// Logs in by trading an OIDC ID token with pachd (`Authenticate{id_token}`); pachd verifies it against its
+    /// issuer and returns a session token that lives at most as long as the ID token.
+    ///
+    /// # Errors
+    /// [`Error::Rejected`] carrying pachd's verification message, pachd and store errors.
+    pub async fn login_with_id_token(&self, context: &str, id_token: IdToken) -> Result<LoginDone, Error> {
+        let ctx = self.config().context(context)?.clone();
+        if id_token.is_empty() {
+            return Err(Error::InvalidRequest(
+                "the ID token is empty: pipe it on stdin to pachagent login --id-token-stdin".into(),
+            ));
+        }
+        let _guard = self.context_lock(&ctx.name).lock_owned().await;
+        let client = self.client(&ctx)?;
+        let token = client.authenticate_id_token(&id_token).await.map_err(|e| login_error(&ctx, e))?;
+        drop(id_token);
+        let identity = client.who_am_i(&token).await.map_err(|e| login_error(&ctx, e))?;
+        self.commit_login(&ctx, token, identity, SessionMethod::IdToken).await
+    }
+
+    async fn commit_login(
+        &self,
+        ctx: &Context,
+        token: PachToken,
+        identity: pachd::Identity,
+        method: SessionMethod,
+    ) -> Result<LoginDone, Error> {
+        let now = Utc::now();
+        if identity.expiration.is_some_and(|e| e <= now) {
+            return Err(Error::Expired { context: ctx.name.clone() });
+        }
+        let session = Session {
+            token,
+            username: identity.username,
+            expiration: identity.expiration,
+            method,
+            pachd_address: ctx.pachd.to_string(),
+            issuer: ctx.issuer.clone(),
+            verdict: Verdict::Valid,
+            last_error: None,
+        };
+        self.save(&ctx.name, &session.to_stored(now)).await?;
+        let done = LoginDone {
+            context: ctx.name.clone(),
+            username: session.username.clone(),
+            expiration: session.expiration,
+            method,
+        };
+        write(&self.sessions).insert(ctx.name.clone(), session);
+        info!(context = %ctx.name, username = %done.username, method = method.as_str(), "logged in");
+        self.emit_with(&ctx.name, EventKind::LoggedIn, now, String::new(), &done.username, done.expiration);
+        Ok(done)
+    }
+
+    /// Logs out of one context (or all): revoke the token at pachd, then delete the stored secret. A pachd that
+    /// cannot be reached does not stop the local logout; the outcome says the token was not revoked.
+    ///
+    /// # Errors
+    /// Config errors, and store errors when a secret could not be deleted (the outcome so far is in the message).
+    pub async fn logout(&self, context: &str, all: bool) -> Result<Vec<LogoutOutcome>, Error> {
+        let config = self.config();
+        let targets: Vec<Context> =
+            if all { config.contexts.values().cloned().collect() } else { vec![config.context(context)?.clone()] };
+        let mut outcomes = Vec::with_capacity(targets.len());
+        for ctx in &targets {
+            outcomes.push(self.logout_one(ctx).await?);
+        }
+        Ok(outcomes)
+    }
+
+    async fn logout_one(&self, ctx: &Context) -> Result<LogoutOutcome, Error> {
+        let _guard = self.context_lock(&ctx.name).lock_owned().await;
+        let session = read(&self.sessions).get(&ctx.name).cloned();
+        let mut outcome =
+            LogoutOutcome { context: ctx.name.clone(), was_logged_in: session.is_some(), revoked: false, detail: None };
+        if let Some(session) = &session {
+            match self.client(ctx) {
+                Ok(client) => match client.revoke(&session.token).await {
+                    Ok(_) => outcome.revoked = true,
+                    Err(pachd::Error::TokenRejected { .. } | pachd::Error::TokenExpired { .. }) => {
+                        outcome.detail = Some("pachd already considered the token invalid".into());
+                    }
+                    Err(e) => {
+                        let until = session
+                            .expiration
+                            .map(|e| format!("until {}", e.format("%Y-%m-%d %H:%M UTC")))
+                            .unwrap_or_else(|| "with no expiry; revoke it with pachctl auth revoke".into());
+                        outcome.detail = Some(format!("not revoked at pachd ({e}); the token stays valid {until}"));
+                        warn!(context = %ctx.name, error = %e, "logged out locally without revoking at pachd");
+                    }
+                },
+                Err(e) => outcome.detail = Some(format!("not revoked at pachd ({e})")),
+            }
+        }
+        // The entry may exist even when nothing was restored (e.g. written by an agent with another config).
+        let deleted = self.store.delete(&ctx.name).await;
+        if session.is_some() {
+            write(&self.sessions).remove(&ctx.name);
+            let now = Utc::now();
+            let detail = outcome.detail.clone().unwrap_or_else(|| "token revoked at pachd".into());
+            self.emit(&ctx.name, EventKind::LoggedOut, now, detail);
+            info!(context = %ctx.name, revoked = outcome.revoked, "logged out");
+        }
+        match deleted {
+            Ok(existed) => {
+                self.note_store_ok();
+                outcome.was_logged_in |= existed;
+                Ok(outcome)
+            }
+            Err(e) => {
+                self.note_store_error(&e);
+                Err(Error::Store { context: ctx.name.clone(), source: e })
+            }
+        }
+    }
+
+    /// Re-reads the configuration file: new contexts get their stored sessions restored, removed ones leave
+    /// memory (their keyring entries stay until `logout`).
+    ///
+    /// # Errors
+    /// A config error; the configuration in force is kept.
+    pub async fn reload_config(&self) -> Result<Arc<Config>, Error> {
+        let path = self.config().path.clone();
+        let fresh = Config::load(&path)?;
+        let old = self.config();
+        let added: Vec<Context> =
+            fresh.contexts.values().filter(|c| old.contexts.get(&c.name) != Some(c)).cloned().collect();
+        {
+            let mut sessions = write(&self.sessions);
+            sessions.retain(|name, _| fresh.contexts.get(name).is_some_and(|c| old.contexts.get(name) == Some(c)));
+        }
+        lock(&self.clients).clear();
+        *write(&self.config) = Arc::new(fresh);
+        for ctx in &added {
+            self.restore_context(ctx).await;
+        }
+        info!(path = %path.display(), added = added.len(), "configuration reloaded");
+        Ok(self.config())
+    }
+
+    fn client(&self, ctx: &Context) -> Result<PachdClient, Error> {
+        let mut clients = lock(&self.clients);
+        if let Some(c) = clients.get(&ctx.name) {
+            return Ok(c.clone());
+        }
+        let client = PachdClient::new(&ctx.pachd, ctx.ca_file.as_deref())
+            .map_err(|source| Error::Pachd { context: ctx.name.clone(), source })?;
+        clients.insert(ctx.name.clone(), client.clone());
+        Ok(client)
+    }
+
+    fn context_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        Arc::clone(lock(&self.context_locks).entry(name.to_owned()).or_default())
+    }
+
+    async fn save(&self, name: &str, stored: &StoredSession) -> Result<(), Error> {
+        match self.store.save(name, stored).await {
+            Ok(()) => {
+                self.note_store_ok();
+                Ok(())
+            }
+            Err(e) => {
+                self.note_store_error(&e);
+                Err(Error::Store { context: name.to_owned(), source: e })
+            }
+        }
+    }
+
+    fn note_store_ok(&self) {
+        *lock(&self.store_error) = None;
+    }
+
+    fn note_store_error(&self, e: &store::Error) {
+        *lock(&self.store_error) = Some(e.to_string());
+    }
+
+    /// Applies `f` to the context's session if there is one.
+    fn update(&self, name: &str, f: impl FnOnce(&mut Session)) {
+        if let Some(s) = write(&self.sessions).get_mut(name) {
+            f(s);
+        }
+    }
+
+    /// Sets a verdict; returns whether it changed (so an event is emitted once per transition).
+    fn set_verdict(&self, name: &str, verdict: Verdict, detail: &str) -> bool {
+        let mut sessions = write(&self.sessions);
+        let Some(s) = sessions.get_mut(name) else { return false };
+        s.last_error = Some(detail.to_owned());
+        let changed = s.verdict != verdict;
+        s.verdict = verdict;
+        changed
+    }
+
+    fn emit(&self, context: &str, kind: EventKind, at: DateTime<Utc>, detail: String) {
+        let (username, expiration) =
+            read(&self.sessions).get(context).map(|s| (s.username.clone(), s.expiration)).unwrap_or_default();
+        self.emit_with(context, kind, at, detail, &username, expiration);
+    }
+
+    fn emit_with(
+        &self,
+        context: &str,
+        kind: EventKind,
+        at: DateTime<Utc>,
+        detail: String,
+        username: &str,
+        expiration: Option<DateTime<Utc>>,
+    ) {
+        // No subscribers is not an error: events are for whoever listens.
+        let _ = self.events.send(Event {
+            context: context.to_owned(),
+            kind,
+            at,
+            expiration,
+            username: username.to_owned(),
+            detail,
+        });
+    }
+}
+
+/// The context's session if it can be used now.
+fn usable<'a>(sessions: &'a HashMap<String, Session>, name: &str, now: DateTime<Utc>) -> Result<&'a Session, Error> {
+    let session = sessions.get(name).ok_or_else(|| Error::NotLoggedIn { context: name.to_owned() })?;
+    match session.state(now) {
+        SessionState::Active | SessionState::Refreshing => Ok(session),
+        SessionState::Expired => Err(Error::Expired { context: name.to_owned() }),
+        SessionState::LoginRequired | SessionState::LoggedOut => Err(Error::LoginRequired { context: name.to_owned() }),
+    }
+}
+
+fn login_error(ctx: &Context, e: pachd::Error) -> Error {
+    match e {
+        pachd::Error::TokenRejected { message }
+        | pachd::Error::TokenExpired { message }
+        | pachd::Error::Refused { message, .. } => Error::Rejected { context: ctx.name.clone(), message },
+        source => Error::Pachd { context: ctx.name.clone(), source },
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    l.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl From<config::Error> for Error {
+    fn from(e: config::Error) -> Self {
+        Error::Config(e)
+    }
+}

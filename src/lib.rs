@@ -1,0 +1,12 @@
+//! pachagent (bootstrap).
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod devstack;
+pub mod engine;
+pub mod pachd;
+pub mod proto;
+pub mod secret;
+pub mod store;

@@ -1,0 +1,81 @@
+//! Generated gRPC code for the pachagent API (`pachagent.v1`) and the subset of pachd's `auth_v2` API we use.
+//!
+//! Messages that carry tokens are generated without `Debug` (see `build.rs`); their hand-written `Debug` here
+//! redacts the token so that a stray `?request` can never leak one.
+
+#![allow(missing_docs, clippy::all, clippy::pedantic)]
+
+use std::fmt;
+
+/// The pachagent API served on the agent's socket.
+pub mod agent {
+    tonic::include_proto!("pachagent.v1");
+}
+
+/// pachd's auth API (`auth_v2.API`), wire-compatible with Pachyderm 2.x.
+pub mod auth {
+    tonic::include_proto!("auth_v2");
+}
+
+/// Shows whether a secret field is set without showing it.
+fn redacted(value: &str) -> &'static str {
+    if value.is_empty() { "" } else { "[redacted]" }
+}
+
+impl fmt::Debug for agent::LoginRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("context", &self.context)
+            .field("method", &self.method)
+            .field("pach_token", &redacted(&self.pach_token))
+            .field("id_token", &redacted(&self.id_token))
+            .field("force", &self.force)
+            .field("timeout_seconds", &self.timeout_seconds)
+            .finish()
+    }
+}
+
+impl fmt::Debug for agent::GetTokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GetTokenResponse")
+            .field("token", &redacted(&self.token))
+            .field("expiration", &self.expiration)
+            .field("username", &self.username)
+            .field("context", &self.context)
+            .field("pachd_address", &self.pachd_address)
+            .finish()
+    }
+}
+
+macro_rules! redacting_debug {
+    ($ty:ty, $name:literal, $($field:ident),+) => {
+        impl fmt::Debug for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct($name)$(.field(stringify!($field), &redacted(&self.$field)))+.finish()
+            }
+        }
+    };
+}
+
+redacting_debug!(auth::ActivateRequest, "ActivateRequest", root_token);
+redacting_debug!(auth::ActivateResponse, "ActivateResponse", pach_token);
+redacting_debug!(auth::AuthenticateRequest, "AuthenticateRequest", oidc_state, id_token);
+redacting_debug!(auth::AuthenticateResponse, "AuthenticateResponse", pach_token);
+redacting_debug!(auth::RevokeAuthTokenRequest, "RevokeAuthTokenRequest", token);
+redacting_debug!(auth::GetRobotTokenResponse, "GetRobotTokenResponse", token);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_carrying_messages_redact_their_debug_output() {
+        let req =
+            agent::LoginRequest { pach_token: "s3cr3t-token".into(), context: "prod".into(), ..Default::default() };
+        let resp = agent::GetTokenResponse { token: "s3cr3t-token".into(), ..Default::default() };
+        let auth = auth::AuthenticateRequest { id_token: "s3cr3t-token".into(), oidc_state: String::new() };
+        let shown = format!("{req:?} {resp:?} {auth:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("prod") && shown.contains("[redacted]"), "{shown}");
+    }
+}

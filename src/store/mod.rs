@@ -1,0 +1,353 @@
+//! Session storage in the operating system's secret store.
+//!
+//! Owns where a context's session lives between daemon runs: one entry per context (service = the store's
+//! service name, account = the context name) holding a small versioned JSON record ([`StoredSession`]). The
+//! record only ever goes to an OS secret store — the freedesktop Secret Service, the Linux kernel keyutils user
+//! keyring, the macOS Keychain or the Windows Credential Manager — never to a plaintext file, and never to
+//! `keyring`'s in-memory mock: every credential is built for an explicitly chosen backend. [`Store::memory`]
+//! exists for engine unit tests only.
+//!
+//! Platform stores can stall (a Secret Service waiting on an unlock prompt nobody answers), so every call into
+//! one runs on its own thread under [`CALL_TIMEOUT`] and fails with [`Error::TimedOut`] rather than hang. The
+//! thread is a detached `std::thread`, not `tokio::task::spawn_blocking`: a runtime waits without a deadline for
+//! its blocking tasks when it shuts down, so one stuck call would also stall the daemon's exit.
+//!
+//! This module knows nothing of the network, of OIDC or of gRPC; the session engine reaches it through
+//! [`Store`].
+
+mod error;
+#[cfg(any(target_os = "linux", target_os = "macos", target_os = "windows"))]
+mod keyring;
+#[cfg(target_os = "linux")]
+mod keyutils;
+mod memory;
+mod record;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use zeroize::Zeroizing;
+
+use crate::config::StoreChoice;
+pub use error::Error;
+pub use record::StoredSession;
+
+/// How long one call into a platform store may take. Long enough for a D-Bus round trip with key exchange on a
+/// loaded machine, short enough that `pachagent status` answers while someone waits for it.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The largest record any backend accepts: the kernel's limit for a `user` key payload. Other stores take more,
+/// but one limit everywhere means a session that fits one store fits them all.
+pub const MAX_RECORD_BYTES: usize = 32_767;
+
+/// The service name used when none is configured.
+pub const DEFAULT_SERVICE: &str = "pachagent";
+
+/// A place sessions can be kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// The freedesktop Secret Service (gnome-keyring, KWallet) over the D-Bus session bus.
+    SecretService,
+    /// The Linux kernel keyutils user keyring: kernel memory only, so lost at reboot.
+    Keyutils,
+    /// The macOS Keychain.
+    Keychain,
+    /// The Windows Credential Manager.
+    CredentialManager,
+    /// Process memory, for engine unit tests only.
+    Memory,
+}
+
+impl Backend {
+    /// The name used in configuration, logs and `status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::SecretService => "secret-service",
+            Backend::Keyutils => "keyutils",
+            Backend::Keychain => "keychain",
+            Backend::CredentialManager => "credential-manager",
+            Backend::Memory => "memory",
+        }
+    }
+
+    /// Whether sessions kept here survive a reboot.
+    pub fn persistent(self) -> bool {
+        !matches!(self, Backend::Keyutils | Backend::Memory)
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The raw operations a backend provides; records are already encoded. Implementations block and must be called
+/// off the async runtime (see [`Store::call`]).
+trait RawStore: Send + Sync + 'static {
+    /// The stored bytes for `account`, or `None` when there is no entry.
+    fn get(&self, account: &str) -> Result<Option<Zeroizing<Vec<u8>>>, Error>;
+    /// Creates or overwrites the entry for `account`.
+    fn set(&self, account: &str, bytes: &[u8]) -> Result<(), Error>;
+    /// Removes the entry for `account`; `true` when there was one.
+    fn remove(&self, account: &str) -> Result<bool, Error>;
+    /// A cheap round trip that fails the way real calls would (locked, unreachable).
+    fn probe(&self) -> Result<(), Error>;
+}
+
+/// A handle on the chosen secret store. Cheap to clone; clones share the backend.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+    service: Arc<str>,
+    raw: Arc<dyn RawStore>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("backend", &self.backend).field("service", &self.service).finish()
+    }
+}
+
+impl Store {
+    /// Picks the backend for `choice`, checks that it answers, and returns a store on it. `service` is the
+    /// keyring service name ([`DEFAULT_SERVICE`] normally; tests and `pachagent dev` use others).
+    ///
+    /// `Auto` on Linux uses the Secret Service when `DBUS_SESSION_BUS_ADDRESS` is set and a probe answers (a
+    /// locked Secret Service is still chosen, so sessions stay where the user keeps them), and otherwise the
+    /// keyutils user keyring, with a warning that sessions will not survive a reboot. `Auto` is the Keychain on
+    /// macOS and the Credential Manager on Windows. Nothing ever falls back to a file.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidName`] for an empty service or one containing `:` or control characters;
+    /// [`Error::Unavailable`] when the chosen backend does not exist on this platform or cannot be reached; and
+    /// for an explicit choice, whatever its probe returns ([`Error::Locked`], [`Error::TimedOut`], …).
+    pub async fn open(choice: StoreChoice, service: &str) -> Result<Store, Error> {
+        check_name("service", service, true)?;
+        let backend = match choice {
+            StoreChoice::Auto => return Self::open_auto(service).await,
+            StoreChoice::SecretService => Backend::SecretService,
+            StoreChoice::Keyutils => Backend::Keyutils,
+            StoreChoice::Keychain => Backend::Keychain,
+            StoreChoice::CredentialManager => Backend::CredentialManager,
+        };
+        Self::open_probed(backend, service).await
+    }
+
+    /// A store on `backend` that has answered a probe.
+    async fn open_probed(backend: Backend, service: &str) -> Result<Store, Error> {
+        let store = Self::platform(backend, service)?;
+        store.probe().await?;
+        tracing::info!(backend = backend.name(), service, "session store opened");
+        Ok(store)
+    }
+
+    #[cfg(target_os = "linux")]
+    async fn open_auto(service: &str) -> Result<Store, Error> {
+        let bus = std::env::var_os("DBUS_SESSION_BUS_ADDRESS").filter(|v| !v.is_empty());
+        let why_not = if bus.is_some() {
+            let ss = Self::platform(Backend::SecretService, service)?;
+            match ss.probe().await {
+                Ok(()) => {
+                    tracing::info!(backend = ss.backend.name(), service, "session store opened");
+                    return Ok(ss);
+                }
+                Err(Error::Locked { .. }) => {
+                    tracing::warn!(
+                        backend = ss.backend.name(),
+                        service,
+                        "session store opened, but the keyring is locked: sessions cannot be read or saved until \
+                         it is unlocked"
+                    );
+                    return Ok(ss);
+                }
+                Err(e) => e.to_string(),
+            }
+        } else {
+            "DBUS_SESSION_BUS_ADDRESS is not set".to_owned()
+        };
+        let ku = Self::platform(Backend::Keyutils, service)?;
+        ku.probe().await?;
+        tracing::warn!(
+            backend = ku.backend.name(),
+            service,
+            secret_service = %why_not,
+            "no usable Secret Service: keeping sessions in the kernel user keyring, where they do not survive a \
+             reboot"
+        );
+        Ok(ku)
+    }
+
+    #[cfg(target_os = "macos")]
+    async fn open_auto(service: &str) -> Result<Store, Error> {
+        Self::open_probed(Backend::Keychain, service).await
+    }
+
+    #[cfg(target_os = "windows")]
+    async fn open_auto(service: &str) -> Result<Store, Error> {
+        Self::open_probed(Backend::CredentialManager, service).await
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "windows")))]
+    async fn open_auto(_service: &str) -> Result<Store, Error> {
+        Err(Error::Unavailable {
+            backend: Backend::SecretService,
+            reason: "pachagent knows no secret store on this operating system".to_owned(),
+        })
+    }
+
+    /// A store for `backend` without probing it, or `Unavailable` when this platform does not have it.
+    fn platform(backend: Backend, service: &str) -> Result<Store, Error> {
+        let raw: Arc<dyn RawStore> = match backend {
+            #[cfg(target_os = "linux")]
+            Backend::SecretService => Arc::new(keyring::KeyringStore::new(backend, service)),
+            #[cfg(target_os = "linux")]
+            Backend::Keyutils => Arc::new(keyutils::UserKeyring::new(service)),
+            #[cfg(target_os = "macos")]
+            Backend::Keychain => Arc::new(keyring::KeyringStore::new(backend, service)),
+            #[cfg(target_os = "windows")]
+            Backend::CredentialManager => Arc::new(keyring::KeyringStore::new(backend, service)),
+            other => {
+                return Err(Error::Unavailable {
+                    backend: other,
+                    reason: format!("there is no {other} store on {}", std::env::consts::OS),
+                });
+            }
+        };
+        Ok(Store { backend, service: Arc::from(service), raw })
+    }
+
+    /// An in-memory store, shared by its clones and lost when the last one drops. For engine unit tests only:
+    /// it answers at once, so it also works under `tokio::time::pause()`.
+    pub fn memory() -> Store {
+        Store { backend: Backend::Memory, service: Arc::from("memory"), raw: Arc::new(memory::MemoryStore::default()) }
+    }
+
+    /// The backend this store uses.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The keyring service name entries are kept under.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// A cheap health check for `status`: a real round trip to the backend that reveals a locked Secret Service.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Locked`], [`Error::Unavailable`], [`Error::TimedOut`] or [`Error::Platform`], as the backend
+    /// reports.
+    pub async fn probe(&self) -> Result<(), Error> {
+        self.call(|raw| raw.probe()).await
+    }
+
+    /// The session stored for `context`, or `None` when there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] when the entry is not a record this build reads (including one a newer pachagent
+    /// wrote); the backend's errors otherwise.
+    pub async fn load(&self, context: &str) -> Result<Option<StoredSession>, Error> {
+        check_name("context", context, false)?;
+        let account = context.to_owned();
+        let bytes = self.call(move |raw| raw.get(&account)).await?;
+        let session = bytes.map(|b| record::decode(context, &b)).transpose()?;
+        tracing::debug!(backend = self.backend.name(), context, found = session.is_some(), "session loaded");
+        Ok(session)
+    }
+
+    /// Stores `session` as the entry for `context`, replacing any previous one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`] when the record exceeds [`MAX_RECORD_BYTES`] (or the backend's own limit);
+    /// [`Error::QuotaExceeded`] when the user's keyutils quota is used up; the backend's errors otherwise.
+    pub async fn save(&self, context: &str, session: &StoredSession) -> Result<(), Error> {
+        check_name("context", context, false)?;
+        let bytes = record::encode(context, session)?;
+        if bytes.len() > MAX_RECORD_BYTES {
+            return Err(Error::TooLarge {
+                backend: self.backend,
+                context: context.to_owned(),
+                size: bytes.len(),
+                limit: MAX_RECORD_BYTES,
+            });
+        }
+        let account = context.to_owned();
+        self.call(move |raw| raw.set(&account, &bytes)).await.map_err(|e| match e {
+            // Backends do not know the context's name in their size errors; add it here.
+            Error::TooLarge { backend, size, limit, .. } => {
+                Error::TooLarge { backend, context: context.to_owned(), size, limit }
+            }
+            other => other,
+        })?;
+        tracing::debug!(backend = self.backend.name(), context, "session saved");
+        Ok(())
+    }
+
+    /// Removes the entry for `context`; `true` when there was one.
+    ///
+    /// # Errors
+    ///
+    /// The backend's errors ([`Error::Locked`], [`Error::TimedOut`], …); a missing entry is not an error.
+    pub async fn delete(&self, context: &str) -> Result<bool, Error> {
+        check_name("context", context, false)?;
+        let account = context.to_owned();
+        let existed = self.call(move |raw| raw.remove(&account)).await?;
+        tracing::debug!(backend = self.backend.name(), context, existed, "session deleted");
+        Ok(existed)
+    }
+
+    /// Runs one backend operation off the async runtime, bounded by [`CALL_TIMEOUT`]. The memory backend runs
+    /// inline: it cannot block, and tests that pause time must not see a timeout fire.
+    async fn call<T, F>(&self, op: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn RawStore) -> Result<T, Error> + Send + 'static,
+    {
+        if self.backend == Backend::Memory {
+            return op(&*self.raw);
+        }
+        let backend = self.backend;
+        let raw = Arc::clone(&self.raw);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("store-{}", backend.name()))
+            .spawn(move || {
+                // The receiver is gone when the caller timed out; the result is then of no use to anyone.
+                let _ = tx.send(op(&*raw));
+            })
+            .map_err(|e| Error::Platform { backend, reason: format!("failed to start a thread: {e}") })?;
+        match tokio::time::timeout(CALL_TIMEOUT, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::Platform { backend, reason: "the store call panicked".to_owned() }),
+            Err(_) => {
+                tracing::warn!(backend = backend.name(), seconds = CALL_TIMEOUT.as_secs(), "store call timed out");
+                Err(Error::TimedOut { backend, seconds: CALL_TIMEOUT.as_secs() })
+            }
+        }
+    }
+}
+
+/// Rejects names that cannot name an entry unambiguously. A service may not contain `:` because the keyutils
+/// description `pachagent:<service>:<context>` would then be ambiguous; a context may.
+fn check_name(what: &'static str, name: &str, is_service: bool) -> Result<(), Error> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name.len() > 1024 {
+        "it is longer than 1024 bytes"
+    } else if name.chars().any(char::is_control) {
+        "it contains control characters"
+    } else if is_service && name.contains(':') {
+        "a service name may not contain ':'"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidName { what, name: name.to_owned(), reason })
+}

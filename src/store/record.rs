@@ -1,0 +1,134 @@
+//! The on-store format of one context's session: a small versioned JSON record.
+//!
+//! Owns [`StoredSession`] and its encoding, so that every backend stores exactly the same bytes and a record
+//! written through one store reads back through any other. The record never holds the ID token or a refresh
+//! token: those are large, and the kernel keyutils quota for an ordinary user is 20,000 bytes for all keys.
+//! Knows nothing of where the bytes go.
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::Error;
+use crate::secret::PachToken;
+
+/// The record version this build writes, and the highest it reads.
+const VERSION: u32 = 1;
+
+/// What one context's keyring entry holds. Stored as `{"v":1,...}`; never the ID token.
+///
+/// `Debug` is derived and safe: [`PachToken`] prints as `PachToken([redacted])`.
+#[derive(Debug, Clone)]
+pub struct StoredSession {
+    /// The Pachyderm session token sent as `authn-token`.
+    pub pach_token: PachToken,
+    /// Who pachd says the token belongs to (e.g. `user:alice@example.com`).
+    pub username: String,
+    /// When the token expires, in unix seconds; `None` means it never expires.
+    pub expiration: Option<i64>,
+    /// How the session was obtained: `pach-token`, `id-token`, `oidc`, `device` or `pachd`.
+    pub method: String,
+    /// The pachd the token was issued by.
+    pub pachd_address: String,
+    /// The OIDC issuer, when the session came from an OIDC login.
+    pub issuer: Option<String>,
+    /// When this record was written, in unix seconds.
+    pub stored_at: i64,
+}
+
+/// Borrowing view of a record for writing; the token is only ever borrowed, never copied.
+#[derive(Serialize)]
+struct RecordOut<'a> {
+    v: u32,
+    pach_token: &'a str,
+    username: &'a str,
+    expiration: Option<i64>,
+    method: &'a str,
+    pachd_address: &'a str,
+    issuer: Option<&'a str>,
+    stored_at: i64,
+}
+
+/// Version 1 as read. Unknown fields are ignored on purpose: a later pachagent may add fields without bumping
+/// `v`, and this build must still read what it understands.
+#[derive(Deserialize)]
+struct RecordV1 {
+    pach_token: String,
+    username: String,
+    expiration: Option<i64>,
+    method: String,
+    pachd_address: String,
+    #[serde(default)]
+    issuer: Option<String>,
+    stored_at: i64,
+}
+
+/// Reads only the version, whatever else the record holds.
+#[derive(Deserialize)]
+struct VersionOnly {
+    v: Option<u64>,
+}
+
+/// Encodes a session as the bytes a backend stores.
+///
+/// # Errors
+///
+/// [`Error::Corrupt`] if serialisation fails, which only an out-of-memory condition could cause.
+pub(super) fn encode(context: &str, session: &StoredSession) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let out = RecordOut {
+        v: VERSION,
+        pach_token: session.pach_token.expose_secret(),
+        username: &session.username,
+        expiration: session.expiration,
+        method: &session.method,
+        pachd_address: &session.pachd_address,
+        issuer: session.issuer.as_deref(),
+        stored_at: session.stored_at,
+    };
+    // Reserve enough up front that the buffer holding the token is not reallocated: a reallocation would leave
+    // an unzeroed copy behind. Tokens and addresses are ASCII, so twice their length covers any escaping.
+    let estimate = 256
+        + 2 * (out.pach_token.len()
+            + out.username.len()
+            + out.method.len()
+            + out.pachd_address.len()
+            + out.issuer.map_or(0, str::len));
+    let mut buf = Zeroizing::new(Vec::with_capacity(estimate));
+    serde_json::to_writer(&mut *buf, &out).map_err(|e| Error::Corrupt {
+        context: context.to_owned(),
+        reason: format!("failed to encode the session record: {e}"),
+    })?;
+    Ok(buf)
+}
+
+/// Decodes what a backend returned for `context`.
+///
+/// # Errors
+///
+/// [`Error::Corrupt`] when the bytes are not a record, lack a version, or carry a version newer than this
+/// build reads. The reason never quotes the bytes, which hold a token.
+pub(super) fn decode(context: &str, bytes: &[u8]) -> Result<StoredSession, Error> {
+    let corrupt = |reason: String| Error::Corrupt { context: context.to_owned(), reason };
+    // serde_json's messages name a line and column, never the input, so they are safe to show.
+    let version: VersionOnly =
+        serde_json::from_slice(bytes).map_err(|e| corrupt(format!("not a session record ({e})")))?;
+    match version.v {
+        None => Err(corrupt("the record has no version field \"v\"".to_owned())),
+        Some(v) if v > u64::from(VERSION) => Err(corrupt(format!(
+            "a newer pachagent wrote it (record version {v}, this build reads up to {VERSION}): upgrade pachagent"
+        ))),
+        Some(v) if v < u64::from(VERSION) => Err(corrupt(format!("unknown record version {v}"))),
+        Some(_) => {
+            let r: RecordV1 = serde_json::from_slice(bytes)
+                .map_err(|e| corrupt(format!("a version {VERSION} record with bad fields ({e})")))?;
+            Ok(StoredSession {
+                pach_token: PachToken::new(r.pach_token),
+                username: r.username,
+                expiration: r.expiration,
+                method: r.method,
+                pachd_address: r.pachd_address,
+                issuer: r.issuer,
+                stored_at: r.stored_at,
+            })
+        }
+    }
+}

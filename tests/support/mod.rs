@@ -1,0 +1,367 @@
+//! The test harness: real binaries on real sockets. `PachdDev` runs the pachd-compatible server, `TestAgent`
+//! runs `pachagent serve` with a private socket, config and keyring service name, and drives the real CLI.
+//! Nothing here fakes the agent, the keyring or pachd's wire protocol.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod issuer;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use pachagent::proto::auth::{self, api_client::ApiClient};
+use tonic::transport::Channel;
+
+/// A running `pachd-dev`, activated with a root token.
+pub struct PachdDev {
+    pub address: String,
+    pub root_token: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl PachdDev {
+    /// pachd-dev with auth active and, when given, trusting `issuer` for ID tokens.
+    pub fn start(issuer: Option<&str>, session_ttl: Option<&str>) -> Self {
+        Self::start_with(issuer, session_ttl, None)
+    }
+
+    /// pachd-dev listening on a given address (to restart it on the same port).
+    pub fn start_with(issuer: Option<&str>, session_ttl: Option<&str>, listen: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root_token = format!("root-{}", uuid_like());
+        let root_file = dir.path().join("root-token");
+        std::fs::write(&root_file, &root_token).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pachd-dev"));
+        cmd.arg("--root-token-file").arg(&root_file).arg("--listen").arg(listen.unwrap_or("127.0.0.1:0"));
+        if let Some(i) = issuer {
+            cmd.arg("--issuer").arg(i);
+        }
+        if let Some(ttl) = session_ttl {
+            cmd.arg("--session-ttl").arg(ttl);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start pachd-dev");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let ready: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        let address = ready["pachd"].as_str().expect("pachd address").to_owned();
+        Self { address, root_token, child, _dir: dir }
+    }
+
+    /// The `host:port` pachd-dev listens on.
+    pub fn host_port(&self) -> String {
+        self.address.trim_start_matches("grpc://").to_owned()
+    }
+
+    pub async fn api(&self) -> ApiClient<Channel> {
+        let uri = self.address.replacen("grpc://", "http://", 1);
+        ApiClient::connect(uri).await.unwrap()
+    }
+
+    /// A robot token minted with the root token; `ttl` seconds, 0 = never expires.
+    pub async fn robot_token(&self, robot: &str, ttl: i64) -> String {
+        let mut req = tonic::Request::new(auth::GetRobotTokenRequest { robot: robot.into(), ttl });
+        req.metadata_mut().insert("authn-token", self.root_token.parse().unwrap());
+        self.api().await.get_robot_token(req).await.unwrap().into_inner().token
+    }
+
+    /// pachd's own WhoAmI for a token: Ok(username) or the gRPC status.
+    pub async fn who_am_i(&self, token: &str) -> Result<String, tonic::Status> {
+        let mut req = tonic::Request::new(auth::WhoAmIRequest {});
+        req.metadata_mut().insert("authn-token", token.parse().unwrap());
+        self.api().await.who_am_i(req).await.map(|r| r.into_inner().username)
+    }
+
+    pub async fn revoke(&self, token: &str) {
+        let mut req = tonic::Request::new(auth::RevokeAuthTokenRequest { token: token.into() });
+        req.metadata_mut().insert("authn-token", self.root_token.parse().unwrap());
+        self.api().await.revoke_auth_token(req).await.unwrap();
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PachdDev {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// What a CLI run printed and how it exited.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    #[track_caller]
+    pub fn ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "expected success, got {self:#?}");
+        self
+    }
+
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {self:#?}"))
+    }
+}
+
+/// Which real keyring backend an agent uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keyring {
+    /// gnome-keyring over D-Bus (the test command runs the suite inside `dbus-run-session`).
+    SecretService,
+    /// The kernel keyutils user keyring.
+    Keyutils,
+}
+
+impl Keyring {
+    pub fn name(self) -> &'static str {
+        match self {
+            Keyring::SecretService => "secret-service",
+            Keyring::Keyutils => "keyutils",
+        }
+    }
+}
+
+/// An agent with its own socket, config and keyring service name, driven through the real CLI.
+pub struct TestAgent {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub service: String,
+    pub keyring: Keyring,
+    child: Option<Child>,
+    extra_env: Vec<(String, String)>,
+}
+
+static AGENTS: AtomicUsize = AtomicUsize::new(0);
+
+impl TestAgent {
+    /// A configured but not yet started agent.
+    pub fn new(keyring: Keyring) -> Self {
+        if keyring == Keyring::SecretService {
+            assert!(
+                std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some(),
+                "these tests need a session bus with gnome-keyring: run them with scripts/test.sh"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let service = format!("pachagent-test-{}-{}", std::process::id(), AGENTS.fetch_add(1, Ordering::SeqCst));
+        let config = dir.path().join("config").join("config.toml");
+        std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+        std::fs::write(&config, format!("store = \"{}\"\nkeyring_service = \"{service}\"\n", keyring.name())).unwrap();
+        let socket = dir.path().join("run").join("pachagent").join("agent.sock");
+        let log = dir.path().join("agent.log");
+        Self { socket, config, log, service, keyring, child: None, extra_env: Vec::new(), dir }
+    }
+
+    /// Sets an environment variable for the agent and CLI processes started from now on.
+    pub fn env(&mut self, key: &str, value: &str) {
+        self.extra_env.push((key.into(), value.into()));
+    }
+
+    fn command(&self, program: &Path) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env_remove("PACHAGENT_CONTEXT")
+            .env("HOME", self.dir.path())
+            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg-config"))
+            .env("XDG_RUNTIME_DIR", self.dir.path().join("xdg-run"))
+            .env("PACHAGENT_SOCKET", &self.socket)
+            .env("PACHAGENT_CONFIG", &self.config)
+            .env("NO_COLOR", "1");
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Starts `pachagent serve` and waits until its socket answers.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "already started");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let mut cmd = self.command(Path::new(env!("CARGO_BIN_EXE_pachagent")));
+        cmd.arg("serve").stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        if !self.extra_env.iter().any(|(k, _)| k == "RUST_LOG") {
+            cmd.env("RUST_LOG", "pachagent=debug,info");
+        }
+        self.child = Some(cmd.spawn().expect("start pachagent serve"));
+        self.wait_ready();
+    }
+
+    /// Waits until the agent's socket accepts connections (the agent may have been started by the CLI).
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("the agent exited with {status} before listening:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the agent did not listen within 20 s:\n{}", self.log_text());
+    }
+
+    /// SIGTERM, then waits for the exit; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        signal(child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        panic!("the agent did not stop within 15 s of SIGTERM:\n{}", self.log_text());
+    }
+
+    /// SIGKILL: the agent gets no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The pid recorded in the single-instance lock file (for agents the CLI started in the background).
+    pub fn locked_pid(&self) -> Option<u32> {
+        let lock = self.socket.with_file_name("agent.sock.lock");
+        std::fs::read_to_string(lock).ok()?.trim().parse().ok()
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        if let Ok(bg) = std::fs::read_to_string(self.socket.with_file_name("agent.log")) {
+            text.push_str(&bg);
+        }
+        text
+    }
+
+    /// Runs the CLI.
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
+        self.cli_with_stdin(args, None)
+    }
+
+    /// Runs the CLI with `stdin` piped in.
+    pub fn cli_stdin(&self, args: &[&str], stdin: &str) -> CliOutput {
+        self.cli_with_stdin(args, Some(stdin))
+    }
+
+    fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> CliOutput {
+        let mut cmd = self.command(Path::new(env!("CARGO_BIN_EXE_pachagent")));
+        cmd.args(args).stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run pachagent");
+        if let Some(input) = stdin {
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        CliOutput {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Adds a context through the CLI.
+    pub fn add_context(&self, name: &str, pachd: &str, extra: &[&str]) {
+        let mut args = vec!["context", "add", name, "--pachd", pachd];
+        args.extend_from_slice(extra);
+        self.cli(&args).ok();
+    }
+
+    /// The raw keyring record of a context, read straight from the backend (not through the agent).
+    pub async fn stored(&self, context: &str) -> Option<pachagent::store::StoredSession> {
+        let store = pachagent::store::Store::open(self.store_choice(), &self.service).await.unwrap();
+        store.load(context).await.unwrap()
+    }
+
+    fn store_choice(&self) -> pachagent::config::StoreChoice {
+        match self.keyring {
+            Keyring::SecretService => pachagent::config::StoreChoice::SecretService,
+            Keyring::Keyutils => pachagent::config::StoreChoice::Keyutils,
+        }
+    }
+
+    /// A gRPC client of the agent on its socket.
+    pub async fn grpc(&self) -> pachagent::proto::agent::agent_client::AgentClient<Channel> {
+        pachagent::client::connect(&self.socket).await.unwrap()
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        self.kill();
+        if let Some(pid) = self.locked_pid() {
+            signal(pid, libc::SIGKILL);
+        }
+        // Leave no entry of this test's keyring service behind.
+        if let Ok(cfg) = pachagent::config::Config::load(&self.config) {
+            let names: Vec<String> = cfg.contexts.keys().cloned().collect();
+            let choice = self.store_choice();
+            let service = self.service.clone();
+            // A thread of its own: Drop may run inside a test's runtime, where another cannot be started.
+            let cleanup = std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+                rt.block_on(async move {
+                    if let Ok(store) = pachagent::store::Store::open(choice, &service).await {
+                        for name in names {
+                            let _ = store.delete(&name).await;
+                        }
+                    }
+                });
+            });
+            let _ = cleanup.join();
+        }
+    }
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    #[allow(unsafe_code)]
+    // SAFETY: kill(2) on a pid we started; no memory involved.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+fn uuid_like() -> String {
+    use std::time::SystemTime;
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{nanos:x}{}", std::process::id())
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(path);
+            } else if meta.is_file()
+                && let Ok(bytes) = std::fs::read(&path)
+                && bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+            {
+                hits.push(path);
+            }
+        }
+    }
+    hits
+}
