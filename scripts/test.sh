@@ -85,20 +85,35 @@ ensure_python_grpc() {
     python3 -c 'import grpc' || die "grpcio is still not importable by $(command -v python3)"
 }
 
-# Hooks for dependencies of tests still to come; call them from prepare() below when those tests land.
-# ensure_oidc_provider() {   # the OpenID Provider the login tests run (npm oidc-provider, see tests/oidc)
-#     (cd tests/oidc && npm ci --no-audit --no-fund)
-# }
-# ensure_chromium() {        # the headless browser of the browser-login tests
-#     command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 ||
-#         apt_install chromium chromium-driver
-# }
+# The OpenID Provider of the login tests (npm oidc-provider, pinned by tests/oidc/package-lock.json). Needs Node.js
+# 20 or later with npm; a missing or older node is reported, not installed (Debian 12's own nodejs is 18). `npm ci`
+# runs when node_modules is missing or older than the lockfile (npm writes node_modules/.package-lock.json).
+ensure_oidc_provider() {
+    command -v node >/dev/null 2>&1 || die "node is missing: install Node.js 20 or later (with npm) for the login tests"
+    command -v npm >/dev/null 2>&1 || die "npm is missing: install it alongside node for the login tests"
+    local major
+    major="$(node -p 'process.versions.node.split(".")[0]')"
+    [ "$major" -ge 20 ] || die "node $(node --version) is too old for tests/oidc (oidc-provider 9): install Node.js 20 or later"
+    local installed=tests/oidc/node_modules/.package-lock.json
+    if [ ! -f "$installed" ] || [ tests/oidc/package-lock.json -nt "$installed" ] ||
+        [ ! -f tests/oidc/node_modules/oidc-provider/package.json ]; then
+        log "npm ci in tests/oidc"
+        (cd tests/oidc && npm ci --no-audit --no-fund </dev/null)
+    fi
+}
+
+# The headless browser of the browser-login tests: Debian's chromium and chromedriver (tests/support/chromium.rs).
+ensure_chromium() {
+    if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+        apt_install chromium chromium-driver
+    fi
+}
 
 prepare() {
     ensure_system_packages
     ensure_python_grpc
-    # ensure_oidc_provider
-    # ensure_chromium
+    ensure_oidc_provider
+    ensure_chromium
     command -v cargo-nextest >/dev/null 2>&1 || die "cargo-nextest is missing: cargo install cargo-nextest --locked"
 }
 

@@ -6,6 +6,7 @@ pub mod config;
 pub mod daemon;
 pub mod devstack;
 pub mod engine;
+pub mod oidc;
 pub mod pachd;
 pub mod proto;
 pub mod secret;

@@ -31,6 +31,7 @@ impl fmt::Debug for agent::LoginRequest {
             .field("id_token", &redacted(&self.id_token))
             .field("force", &self.force)
             .field("timeout_seconds", &self.timeout_seconds)
+            .field("browser_available", &self.browser_available)
             .finish()
     }
 }

@@ -69,6 +69,24 @@ impl SecretKind for IdTokenKind {
     const NAME: &'static str = "IdToken";
 }
 
+/// Marker for [`RefreshToken`].
+pub enum RefreshTokenKind {}
+impl SecretKind for RefreshTokenKind {
+    const NAME: &'static str = "RefreshToken";
+}
+
+/// Marker for [`ClientSecret`].
+pub enum ClientSecretKind {}
+impl SecretKind for ClientSecretKind {
+    const NAME: &'static str = "ClientSecret";
+}
+
+/// An OAuth refresh token: what lets the agent renew a session without the user.
+pub type RefreshToken = Secret<RefreshTokenKind>;
+
+/// An OAuth client secret (confidential clients only); kept in the keyring, never in the config file.
+pub type ClientSecret = Secret<ClientSecretKind>;
+
 /// A Pachyderm session, robot or root token: an opaque bearer string sent as `authn-token`.
 pub type PachToken = Secret<PachTokenKind>;
 

@@ -1,7 +1,9 @@
 //! `pachd-dev` behaves like pachd's auth API, as seen by a gRPC client that is not ours.
 //!
 //! Each test starts the real `pachd-dev` binary, reads its ready line, and talks to it with
-//! `tests/raw_grpc_client.py` (Python grpcio, hand-encoded protobuf). Codes and messages are pachd's
+//! `tests/raw_grpc_client.py` (Python grpcio, hand-encoded protobuf). Unless a test names an issuer, pachd-dev runs
+//! with `--no-issuer` (no embedded dev IdP): these tests are about the auth API; pachctl's OIDC login is in
+//! `tests/pachd_dev_oidc.rs`. Codes and messages are pachd's
 //! (`pachyderm-auth.md`). The tests need `python3` with `grpcio` (`python3 -m pip install grpcio`); without them
 //! they fail and say so, they never skip.
 
@@ -39,19 +41,24 @@ struct PachdDev {
 impl PachdDev {
     /// Auth off, no issuer.
     fn start() -> Self {
-        Self::start_with(&[])
+        Self::start_with(&["--no-issuer"])
     }
 
-    /// Auth active with [`ROOT_TOKEN`] from `--root-token-file`, plus `args`.
+    /// Auth active with [`ROOT_TOKEN`] from `--root-token-file`, plus `args` (`--no-issuer` unless they name an
+    /// issuer).
     fn start_as_root(args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("root-token");
         std::fs::write(&file, format!("{ROOT_TOKEN}\n")).unwrap();
         let mut all = vec!["--root-token-file".to_owned(), file.display().to_string()];
         all.extend(args.iter().map(|a| (*a).to_owned()));
+        if !args.contains(&"--issuer") {
+            all.push("--no-issuer".to_owned());
+        }
         Self::spawn(&all, dir)
     }
 
+    /// Exactly `args`.
     fn start_with(args: &[&str]) -> Self {
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         Self::spawn(&args, tempfile::tempdir().unwrap())
@@ -539,17 +546,30 @@ fn an_expired_id_token_is_refused_with_its_expiry() {
 }
 
 #[test]
-fn authenticate_without_an_issuer_or_a_credential_answers_like_pachd() {
+fn authenticate_and_get_oidc_login_without_an_issuer_or_a_credential_answer_like_pachd() {
     let dev = PachdDev::start_as_root(&[]);
     let outcomes = dev.calls(&[
         call("Authenticate", json!({"id_token": "x.y.z"}), None),
         call("Authenticate", json!({}), None),
-        call("Authenticate", json!({"oidc_state": "some-state"}), None),
+        call("GetOIDCLogin", json!({}), None),
     ]);
     outcomes[0].assert_error("UNKNOWN", "OIDC ID provider configuration not found");
     outcomes[1].assert_error("UNKNOWN", "unrecognized authentication mechanism (old pachd?)");
-    assert_eq!(outcomes[2].code, "UNIMPLEMENTED");
-    assert!(outcomes[2].details.contains("pachd-dev does not offer the oidc_state login"), "{:?}", outcomes[2]);
+    outcomes[2].assert_error("UNKNOWN", "OIDC ID provider configuration not found");
+}
+
+#[test]
+fn get_oidc_login_with_the_embedded_dev_idp_answers_a_login_url_and_state_on_the_wire() {
+    let dev = PachdDev::start_with(&[]);
+    let issuer = dev.ready["issuer"].as_str().expect("the dev IdP's issuer in the ready line").to_owned();
+    let outcomes = dev.calls(&[call("GetOIDCLogin", json!({}), None), call("GetOIDCLogin", json!({}), None)]);
+    outcomes[0].assert_ok();
+    let state = outcomes[0].response["state"].as_str().unwrap();
+    let login_url = outcomes[0].response["login_url"].as_str().unwrap();
+    assert_eq!(state.len(), 31, "{state}");
+    assert!(login_url.starts_with(&format!("{issuer}/authorize?client_id=pachd&nonce=")), "{login_url}");
+    assert!(login_url.ends_with(&format!("&state={state}")), "{login_url}");
+    assert_ne!(outcomes[1].response["state"], outcomes[0].response["state"], "every login gets its own state");
 }
 
 #[cfg(unix)]

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::engine::{Event, EventKind, LoginDone, SessionMethod, SessionState, SessionView};
+use crate::engine::{Event, EventKind, LoginDone, LoginEvent, SessionMethod, SessionState, SessionView};
 use crate::proto::agent as pb;
 
 /// A protobuf timestamp for a UTC time.
@@ -78,6 +78,30 @@ pub fn login_done_to_proto(d: LoginDone) -> pb::Done {
         username: d.username,
         expiration: d.expiration.map(timestamp),
         method: method(d.method) as i32,
-        already_logged_in: false,
+        already_logged_in: d.already_logged_in,
     }
+}
+
+/// A step of an interactive login.
+pub fn login_event_to_proto(e: LoginEvent) -> pb::LoginEvent {
+    use pb::login_event::Event;
+    let event = match e {
+        LoginEvent::MethodChosen { method: m, reason } => {
+            Event::MethodChosen(pb::MethodChosen { method: method(m) as i32, reason })
+        }
+        LoginEvent::OpenUrl { url, redirect_uri, port_forward_hint } => Event::OpenUrl(pb::OpenUrl {
+            url,
+            redirect_uri: redirect_uri.unwrap_or_default(),
+            port_forward_hint: port_forward_hint.unwrap_or_default(),
+        }),
+        LoginEvent::UserCode { user_code, verification_uri, verification_uri_complete } => {
+            Event::UserCode(pb::UserCode {
+                user_code,
+                verification_uri,
+                verification_uri_complete: verification_uri_complete.unwrap_or_default(),
+            })
+        }
+        LoginEvent::Waiting { deadline } => Event::Waiting(pb::Waiting { deadline: Some(timestamp(deadline)) }),
+    };
+    pb::LoginEvent { event: Some(event) }
 }

@@ -15,11 +15,11 @@ use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status};
 
-use self::convert::{event_to_proto, login_done_to_proto, session_to_proto, timestamp};
+use self::convert::{event_to_proto, login_done_to_proto, login_event_to_proto, session_to_proto, timestamp};
 use crate::engine::{self, SessionEngine};
 use crate::proto::agent::{self as pb, agent_server::Agent};
 use crate::secret::{IdToken, PachToken};
-use crate::{config, pachd, store};
+use crate::{config, oidc, pachd, store};
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -40,7 +40,7 @@ impl AgentService {
 impl Agent for AgentService {
     async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> Result<Response<pb::WhoAmIResponse>, Status> {
         let req = req.into_inner();
-        let who = self.engine.who_am_i(&req.context, req.verify).await.map_err(to_status)?;
+        let who = self.engine.who_am_i(&req.context, req.verify).await.map_err(|e| to_status(&e))?;
         Ok(Response::new(pb::WhoAmIResponse {
             context: who.context,
             username: who.username,
@@ -53,7 +53,7 @@ impl Agent for AgentService {
         let caller = peer::caller(&req);
         let req = req.into_inner();
         let min_valid = Duration::from_secs(req.min_valid_seconds);
-        let grant = self.engine.get_token(&req.context, min_valid, &caller).map_err(to_status)?;
+        let grant = self.engine.get_token(&req.context, min_valid, &caller).map_err(|e| to_status(&e))?;
         Ok(Response::new(pb::GetTokenResponse {
             token: grant.token.expose_secret().to_owned(),
             expiration: grant.expiration.map(timestamp),
@@ -86,30 +86,52 @@ impl Agent for AgentService {
     async fn login(&self, req: Request<pb::LoginRequest>) -> Result<Response<Self::LoginStream>, Status> {
         let req = req.into_inner();
         let method = pb::LoginMethod::try_from(req.method).unwrap_or(pb::LoginMethod::Unspecified);
-        let engine = Arc::clone(&self.engine);
         let (tx, rx) = mpsc::channel(8);
-        let pb::LoginRequest { context, pach_token, id_token, .. } = req;
-        // The login runs in its own task so that it completes (and is stored) even if the caller goes away.
+        let pb::LoginRequest { context, pach_token, id_token, force, timeout_seconds, browser_available, .. } = req;
+        let requested = match method {
+            pb::LoginMethod::PachToken | pb::LoginMethod::IdToken => {
+                let engine = Arc::clone(&self.engine);
+                // Runs in its own task so that it completes (and is stored) even if the caller goes away.
+                tokio::spawn(async move {
+                    let result = if method == pb::LoginMethod::PachToken {
+                        engine.login_with_pach_token(&context, PachToken::new(pach_token)).await
+                    } else {
+                        engine.login_with_id_token(&context, IdToken::new(id_token)).await
+                    };
+                    let _ = match result {
+                        Ok(done) => tx.send(Ok(done_event(done))).await,
+                        Err(e) => send_failure(&tx, &e).await,
+                    };
+                });
+                return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
+            }
+            pb::LoginMethod::Oidc => engine::RequestedMethod::Oidc,
+            pb::LoginMethod::Device => engine::RequestedMethod::Device,
+            pb::LoginMethod::Pachd => engine::RequestedMethod::Pachd,
+            pb::LoginMethod::Unspecified => engine::RequestedMethod::Auto,
+        };
+        let timeout = match timeout_seconds {
+            0 => DEFAULT_LOGIN_TIMEOUT,
+            s => Duration::from_secs(u64::from(s)).min(MAX_LOGIN_TIMEOUT),
+        };
+        let opts = engine::LoginOptions { method: requested, force, timeout, browser_available };
+        let mut subscription = self.engine.login(&context, opts).map_err(|e| to_status(&e))?;
+        // Forwards the login's steps; when the caller goes away the subscription drops, which cancels the login
+        // if nobody else waits on it.
         tokio::spawn(async move {
-            let result = match method {
-                pb::LoginMethod::PachToken => engine.login_with_pach_token(&context, PachToken::new(pach_token)).await,
-                pb::LoginMethod::IdToken => engine.login_with_id_token(&context, IdToken::new(id_token)).await,
-                _ => Err(engine::Error::Unsupported(
-                    "interactive login (browser, device code or pachd) is not available in this version of pachagent: \
-                     pipe a Pachyderm token to pachagent login --token-stdin, or an OIDC ID token to pachagent login --id-token-stdin"
-                        .into(),
-                )),
-            };
-            match result {
-                Ok(done) => {
-                    let event = pb::login_event::Event::Done(login_done_to_proto(done));
-                    let _ = tx.send(Ok(pb::LoginEvent { event: Some(event) })).await;
-                }
-                Err(e) => {
-                    let status = to_status(e);
-                    let failed = pb::Failed { code: status.code() as i32, message: status.message().to_owned() };
-                    let _ = tx.send(Ok(pb::LoginEvent { event: Some(pb::login_event::Event::Failed(failed)) })).await;
-                    let _ = tx.send(Err(status)).await;
+            loop {
+                let step = tokio::select! {
+                    () = tx.closed() => break,
+                    step = subscription.next() => step,
+                };
+                let sent = match step {
+                    None => break,
+                    Some(engine::LoginStep::Event(e)) => tx.send(Ok(login_event_to_proto(e))).await,
+                    Some(engine::LoginStep::Done(done)) => tx.send(Ok(done_event(done))).await,
+                    Some(engine::LoginStep::Failed(e)) => send_failure(&tx, &e).await,
+                };
+                if sent.is_err() {
+                    break;
                 }
             }
         });
@@ -118,7 +140,7 @@ impl Agent for AgentService {
 
     async fn logout(&self, req: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
         let req = req.into_inner();
-        let outcomes = self.engine.logout(&req.context, req.all).await.map_err(to_status)?;
+        let outcomes = self.engine.logout(&req.context, req.all).await.map_err(|e| to_status(&e))?;
         Ok(Response::new(pb::LogoutResponse {
             results: outcomes
                 .into_iter()
@@ -139,7 +161,7 @@ impl Agent for AgentService {
         let only = if req.all_contexts {
             None
         } else {
-            Some(self.engine.config().context(&req.context).map_err(|e| to_status(e.into()))?.name.clone())
+            Some(self.engine.config().context(&req.context).map_err(|e| to_status(&e.into()))?.name.clone())
         };
         let mut shutdown = self.shutdown.clone();
         let mut events = BroadcastStream::new(self.engine.subscribe()).filter_map(move |item| match item {
@@ -179,7 +201,7 @@ impl Agent for AgentService {
         &self,
         _req: Request<pb::ReloadConfigRequest>,
     ) -> Result<Response<pb::ReloadConfigResponse>, Status> {
-        let config = self.engine.reload_config().await.map_err(to_status)?;
+        let config = self.engine.reload_config().await.map_err(|e| to_status(&e))?;
         Ok(Response::new(pb::ReloadConfigResponse {
             contexts: config.contexts.keys().cloned().collect(),
             active_context: config.active_context.clone().unwrap_or_default(),
@@ -187,11 +209,32 @@ impl Agent for AgentService {
     }
 }
 
+/// How long an interactive login waits for the user unless the caller says otherwise.
+const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The longest wait a caller may ask for; a forgotten login should not hold a loopback port for days.
+const MAX_LOGIN_TIMEOUT: Duration = Duration::from_secs(3600);
+
+fn done_event(done: engine::LoginDone) -> pb::LoginEvent {
+    pb::LoginEvent { event: Some(pb::login_event::Event::Done(login_done_to_proto(done))) }
+}
+
+/// Sends the `failed` event, then the status that ends the stream.
+async fn send_failure(
+    tx: &mpsc::Sender<Result<pb::LoginEvent, Status>>,
+    e: &engine::Error,
+) -> Result<(), mpsc::error::SendError<Result<pb::LoginEvent, Status>>> {
+    let status = to_status(e);
+    let failed = pb::Failed { code: status.code() as i32, message: status.message().to_owned() };
+    tx.send(Ok(pb::LoginEvent { event: Some(pb::login_event::Event::Failed(failed)) })).await?;
+    tx.send(Err(status)).await
+}
+
 /// The one place engine errors become gRPC statuses: NOT_FOUND for an unknown context, UNAUTHENTICATED for no
 /// usable session, UNAVAILABLE when pachd cannot be reached, FAILED_PRECONDITION when local state (config,
 /// keyring, cluster setup) must be fixed first.
-pub fn to_status(e: engine::Error) -> Status {
-    let code = match &e {
+pub fn to_status(e: &engine::Error) -> Status {
+    let code = match e {
         engine::Error::Config(config::Error::UnknownContext { .. }) => Code::NotFound,
         engine::Error::Config(_) => Code::FailedPrecondition,
         engine::Error::NotLoggedIn { .. }
@@ -205,12 +248,22 @@ pub fn to_status(e: engine::Error) -> Status {
             pachd::Error::NotActivated { .. } | pachd::Error::CaFile { .. } => Code::FailedPrecondition,
             pachd::Error::Refused { .. } => Code::Unknown,
         },
-        engine::Error::Store { source, .. } => match source {
+        engine::Error::Store { source, .. } | engine::Error::LogoutIncomplete { source, .. } => match source {
             store::Error::TimedOut { .. } => Code::Unavailable,
             _ => Code::FailedPrecondition,
         },
         engine::Error::InvalidRequest(_) => Code::InvalidArgument,
-        engine::Error::Unsupported(_) => Code::Unimplemented,
+        engine::Error::Unsupported(_) => Code::FailedPrecondition,
+        engine::Error::Oidc { source, .. } => match source {
+            oidc::Error::Unreachable { .. } | oidc::Error::BadResponse { .. } => Code::Unavailable,
+            oidc::Error::Refused { .. } | oidc::Error::InvalidIdToken(_) => Code::Aborted,
+            oidc::Error::IssuerMismatch(_)
+            | oidc::Error::Unsupported(_)
+            | oidc::Error::Settings(_)
+            | oidc::Error::Listener(_) => Code::FailedPrecondition,
+        },
+        engine::Error::LoginTimedOut { .. } => Code::DeadlineExceeded,
+        engine::Error::LoginCancelled { .. } => Code::Cancelled,
     };
     Status::new(code, e.to_string())
 }

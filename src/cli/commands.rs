@@ -5,20 +5,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::Utc;
-use tonic::Code;
 use tracing_subscriber::EnvFilter;
 use zeroize::Zeroize;
 
-use super::{Cli, Command, ContextAddArgs, ContextCommand, Error, LogFormat, LoginArgs, MethodArg, output};
+use super::{Cli, Command, ContextAddArgs, ContextCommand, Error, LogFormat, MethodArg, RedirectHostArg, output};
 use crate::client::{self, ClientError};
-use crate::config::{self, Config, Method, NewContext};
+use crate::config::{self, Config, Method, NewContext, RedirectHost};
 use crate::daemon::{self, ServeOptions};
-use crate::proto::agent::login_event::Event;
 use crate::proto::agent::{
-    GetStatusRequest, GetTokenRequest, LoginMethod, LoginRequest, LogoutRequest, ReloadConfigRequest, WatchRequest,
-    WhoAmIRequest,
+    GetStatusRequest, GetTokenRequest, LogoutRequest, ReloadConfigRequest, WatchRequest, WhoAmIRequest,
 };
-use crate::secret::{IdToken, PachToken};
+use crate::secret::{ClientSecret, PachToken};
+use crate::store::{Backend, Store};
 
 /// Far more than any Pachyderm token or ID token; more than this on stdin is a mistake, not a token.
 const MAX_TOKEN_BYTES: usize = 64 * 1024;
@@ -28,12 +26,12 @@ const MAX_TOKEN_BYTES: usize = 64 * 1024;
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What every handler needs from the global flags, with defaults applied.
-struct Globals {
-    socket: PathBuf,
-    config: PathBuf,
+pub(super) struct Globals {
+    pub(super) socket: PathBuf,
+    pub(super) config: PathBuf,
     /// Empty means the active context.
-    context: String,
-    json: bool,
+    pub(super) context: String,
+    pub(super) json: bool,
 }
 
 pub(super) async fn dispatch(cli: Cli) -> Result<(), Error> {
@@ -63,7 +61,7 @@ async fn client_command(g: &Globals, command: Command) -> Result<(), Error> {
         // `dispatch` runs the agent itself; this function only sees client commands.
         Command::Serve(_) => Ok(()),
         Command::Context(cmd) => context(g, cmd).await,
-        Command::Login(args) => login(g, args).await,
+        Command::Login(args) => super::login::login(g, args).await,
         Command::Logout(args) => {
             let mut agent = client::connect(&g.socket).await?;
             let req = LogoutRequest { context: g.context.clone(), all: args.all };
@@ -114,55 +112,8 @@ fn init_tracing(format: LogFormat, default_level: &str) {
     };
 }
 
-async fn login(g: &Globals, args: LoginArgs) -> Result<(), Error> {
-    let mut req = LoginRequest { context: g.context.clone(), force: args.force, ..Default::default() };
-    // The token is read before the agent is contacted, so that a mistake on stdin starts no agent.
-    if args.token_stdin {
-        let token = PachToken::from_input(read_stdin("Pachyderm token")?);
-        if token.is_empty() {
-            return Err(Error::EmptyToken { flag: "--token-stdin" });
-        }
-        req.method = LoginMethod::PachToken.into();
-        req.pach_token = token.expose_secret().to_owned();
-    } else if args.id_token_stdin {
-        let token = IdToken::from_input(read_stdin("ID token")?);
-        if token.is_empty() {
-            return Err(Error::EmptyToken { flag: "--id-token-stdin" });
-        }
-        req.method = LoginMethod::IdToken.into();
-        req.id_token = token.expose_secret().to_owned();
-    }
-    let mut agent = client::connect_or_start(&g.socket, &g.config).await?;
-    let mut events = agent.login(req).await?.into_inner();
-    let (mut out, mut err) = (io::stdout(), io::stderr());
-    let mut failed = None;
-    let mut done = false;
-    while let Some(event) = events.message().await? {
-        match event.event {
-            Some(Event::OpenUrl(e)) => output::login_step(&mut out, &mut err, output::LoginStep::OpenUrl(&e), g.json)?,
-            Some(Event::UserCode(e)) => {
-                output::login_step(&mut out, &mut err, output::LoginStep::UserCode(&e), g.json)?;
-            }
-            Some(Event::Waiting(e)) => output::login_step(&mut out, &mut err, output::LoginStep::Waiting(&e), g.json)?,
-            Some(Event::Done(d)) => {
-                output::login_done(&mut out, &mut err, &d, g.json)?;
-                done = true;
-            }
-            // The stream ends next with a status carrying the same code and message; keep this one in case
-            // it does not.
-            Some(Event::Failed(f)) => failed = Some(tonic::Status::new(Code::from_i32(f.code), f.message)),
-            None => {}
-        }
-    }
-    match (failed, done) {
-        (Some(status), _) => Err(status.into()),
-        (None, true) => Ok(()),
-        (None, false) => Err(Error::LoginIncomplete),
-    }
-}
-
 /// Reads all of stdin (at most [`MAX_TOKEN_BYTES`]), prompting first when it is a terminal.
-fn read_stdin(what: &str) -> Result<String, Error> {
+pub(super) fn read_stdin(what: &str) -> Result<String, Error> {
     let stdin = io::stdin();
     if stdin.is_terminal() {
         output::paste_prompt(&mut io::stderr(), what)?;
@@ -188,7 +139,7 @@ async fn context(g: &Globals, cmd: ContextCommand) -> Result<(), Error> {
             let config = Config::load(&g.config)?;
             return Ok(output::contexts(&mut out, &mut err, &config, g.json)?);
         }
-        ContextCommand::Add(args) => add_context(&g.config, args)?,
+        ContextCommand::Add(args) => add_context(&g.config, args).await?,
         ContextCommand::Use { name } => {
             let config = Config::use_context(&g.config, &name)?;
             (config, format!("Context {} is now active.", output::go_quote(&name)))
@@ -196,6 +147,14 @@ async fn context(g: &Globals, cmd: ContextCommand) -> Result<(), Error> {
         ContextCommand::Remove { name } => {
             let config = Config::remove_context(&g.config, &name)?;
             let mut message = format!("Removed context {}.", output::go_quote(&name));
+            match delete_client_secret(&config, &name).await {
+                Ok(Some(backend)) => message.push_str(&format!(" Deleted its client secret from the {backend} store.")),
+                Ok(None) => {}
+                Err(e) => output::warning(
+                    &mut err,
+                    &format!("the context was removed, but its client secret (if any) could not be deleted: {e}"),
+                )?,
+            }
             if config.active_context.is_none() && !config.contexts.is_empty() {
                 message.push_str(" No context is active now: choose one with pachagent context use NAME.");
             }
@@ -213,30 +172,73 @@ async fn context(g: &Globals, cmd: ContextCommand) -> Result<(), Error> {
     Ok(())
 }
 
-fn add_context(path: &Path, args: ContextAddArgs) -> Result<(Config, String), Error> {
-    let method = args.method.map(|m| match m {
-        MethodArg::Oidc => Method::Oidc,
-        MethodArg::Pachd => Method::Pachd,
-    });
+async fn add_context(path: &Path, args: ContextAddArgs) -> Result<(Config, String), Error> {
+    // The secret is read first, so that a mistake on stdin changes nothing.
+    let secret = if args.client_secret_stdin {
+        let secret = ClientSecret::from_input(read_stdin("client secret")?);
+        if secret.is_empty() {
+            return Err(Error::EmptyClientSecret);
+        }
+        Some(secret)
+    } else {
+        None
+    };
+    let name = args.name;
+    // The store is opened before the file is touched: an unusable keyring then leaves no context behind that
+    // would fail at login for want of its secret.
+    let store = match &secret {
+        Some(_) => {
+            let current = Config::load(path)?;
+            let store = Store::open(current.store, &current.keyring_service)
+                .await
+                .map_err(|source| Error::ClientSecret { context: name.clone(), source, context_kept: false })?;
+            Some(store)
+        }
+        None => None,
+    };
     let new = NewContext {
         pachd_address: args.pachd,
         ca_file: args.ca_file,
         issuer: args.issuer,
+        issuer_url: args.issuer_url,
+        issuer_ca_file: args.issuer_ca_file,
         client_id: args.client_id,
         scopes: args.scopes,
-        redirect_port: args.redirect_port,
-        method,
+        redirect_ports: args.redirect_ports,
+        redirect_host: args.redirect_host.map(|h| match h {
+            RedirectHostArg::Loopback => RedirectHost::Loopback,
+            RedirectHostArg::Localhost => RedirectHost::Localhost,
+        }),
+        method: args.method.map(|m| match m {
+            MethodArg::Oidc => Method::Oidc,
+            MethodArg::Device => Method::Device,
+            MethodArg::Pachd => Method::Pachd,
+        }),
     };
-    let config = Config::add_context(path, &args.name, new)?;
-    let mut message = format!("Added context {}", output::go_quote(&args.name));
-    if let Ok(ctx) = config.context(&args.name) {
+    let config = Config::add_context(path, &name, new)?;
+    let mut message = format!("Added context {}", output::go_quote(&name));
+    if let Ok(ctx) = config.context(&name) {
         message.push_str(&format!(" ({}, login method {})", ctx.pachd, ctx.method.as_str()));
     }
     message.push_str(&format!(" to {}.", config.path.display()));
-    if config.active_context.as_deref() == Some(args.name.as_str()) {
+    if config.active_context.as_deref() == Some(name.as_str()) {
         message.push_str(" It is the active context.");
     }
+    if let (Some(store), Some(secret)) = (store, secret) {
+        if let Err(source) = store.save_client_secret(&name, &secret).await {
+            // Undone, so that the command either does all of its work or none of it.
+            let context_kept = Config::remove_context(path, &name).is_err();
+            return Err(Error::ClientSecret { context: name, source, context_kept });
+        }
+        message.push_str(&format!(" Its client secret is stored in the {} store, not in the file.", store.backend()));
+    }
     Ok((config, message))
+}
+
+/// Deletes the client secret of a removed context; `Some(backend)` when there was one.
+async fn delete_client_secret(config: &Config, name: &str) -> Result<Option<Backend>, crate::store::Error> {
+    let store = Store::open(config.store, &config.keyring_service).await?;
+    Ok(store.delete_client_secret(name).await?.then_some(store.backend()))
 }
 
 /// Asks a running agent to re-read the configuration. No agent is fine (it reads the file when it starts);

@@ -19,6 +19,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_AGENT: u8 = 3;
 /// Exit code: pachd or the identity provider failed, or the agent failed internally.
 pub const EXIT_UPSTREAM: u8 = 4;
+/// Exit code: the user cancelled with Ctrl-C (128 + SIGINT, what a shell reports for a process SIGINT ended).
+pub const EXIT_CANCELLED: u8 = 130;
 
 /// Why a CLI command failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +37,8 @@ pub enum Error {
     /// The agent (`serve`) stopped with an error.
     #[error(transparent)]
     Daemon(crate::daemon::Error),
-    /// The token could not be read from stdin.
-    #[error("cannot read the token from stdin: {0}")]
+    /// The token or secret could not be read from stdin.
+    #[error("cannot read stdin: {0}")]
     Stdin(io::Error),
     /// stdin held no token.
     #[error("no token on stdin: pipe it in, e.g. `pachagent login {flag} < token.txt`")]
@@ -45,11 +47,34 @@ pub enum Error {
         flag: &'static str,
     },
     /// stdin held more than any token could be.
-    #[error("stdin holds more than {max} bytes, which is not a token: pipe only the token")]
+    #[error("stdin holds more than {max} bytes, which is not a token or secret: pipe only the token or secret")]
     TokenTooLarge {
         /// The limit.
         max: usize,
     },
+    /// `context add --client-secret-stdin` found nothing on stdin.
+    #[error(
+        "no client secret on stdin: pipe it in, e.g. `pachagent context add NAME ... --client-secret-stdin < \
+         secret.txt`; nothing was changed"
+    )]
+    EmptyClientSecret,
+    /// The client secret could not be put in the keyring.
+    #[error("cannot store the client secret of context {context:?}: {source}; {}", if *.context_kept {
+        "the context was added without it: remove it with pachagent context remove and add it again"
+    } else {
+        "the context was not added"
+    })]
+    ClientSecret {
+        /// The context being added.
+        context: String,
+        /// What the store said.
+        source: crate::store::Error,
+        /// The context stayed in the file (removing it again failed).
+        context_kept: bool,
+    },
+    /// The user pressed Ctrl-C during an interactive login; the agent cancels it when nobody else waits on it.
+    #[error("login cancelled")]
+    Cancelled,
     /// The login stream ended without saying how the login went.
     #[error("the agent ended the login without a result: see its log, or run pachagent status")]
     LoginIncomplete,
@@ -70,7 +95,13 @@ impl Error {
             Error::Client(_) => EXIT_AGENT,
             Error::Status(status) if is_local_transport_failure(status) => EXIT_AGENT,
             Error::Status(status) => exit_code_for(status.code()),
-            Error::Config(_) | Error::Stdin(_) | Error::EmptyToken { .. } | Error::TokenTooLarge { .. } => EXIT_USAGE,
+            Error::Config(_)
+            | Error::Stdin(_)
+            | Error::EmptyToken { .. }
+            | Error::TokenTooLarge { .. }
+            | Error::EmptyClientSecret
+            | Error::ClientSecret { .. } => EXIT_USAGE,
+            Error::Cancelled => EXIT_CANCELLED,
             Error::Daemon(e) => e.exit_code(),
             Error::LoginIncomplete => EXIT_UPSTREAM,
             Error::Output(_) | Error::Runtime(_) => EXIT_NO_SESSION,
@@ -187,6 +218,9 @@ mod tests {
         assert_eq!(Error::Config(crate::config::Error::NoActiveContext).exit_code(), 2);
         assert_eq!(Error::EmptyToken { flag: "--token-stdin" }.exit_code(), 2);
         assert_eq!(Error::LoginIncomplete.exit_code(), 4);
+        assert_eq!(Error::Cancelled.exit_code(), 130);
+        assert_eq!(Error::Cancelled.to_string(), "login cancelled");
+        assert_eq!(Error::EmptyClientSecret.exit_code(), 2);
         assert!(Error::Output(io::Error::from(io::ErrorKind::BrokenPipe)).is_broken_pipe());
     }
 }

@@ -1,12 +1,16 @@
 //! The `pachagent` command line: argument parsing, one handler per subcommand, and exit codes.
 //!
 //! Subcommands other than `serve` and `context` are thin clients: they ask the agent over [`crate::client`] and
-//! hand the answer to [`output`], the only place that prints. `context` edits the configuration file directly
-//! (the agent need not run) and then asks a running agent to reload it. `serve` sets up tracing and runs
-//! [`crate::daemon::serve`]. No handler keeps a token longer than it takes to send or print it.
+//! hand the answer to [`output`], the only place that prints. `login` also acts for the user on this machine:
+//! it decides whether a browser can be opened here (`browser`), opens the URLs the agent sends, and turns Ctrl-C
+//! into a cancelled login. `context` edits the configuration file directly (the agent need not run), keeps a
+//! client secret in the keyring, and then asks a running agent to reload. `serve` sets up tracing and runs
+//! [`crate::daemon::serve`]. No handler keeps a token or secret longer than it takes to send, store or print it.
 
+mod browser;
 mod commands;
 mod error;
+mod login;
 pub mod output;
 
 use std::ffi::OsString;
@@ -16,7 +20,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-pub use error::{EXIT_AGENT, EXIT_NO_SESSION, EXIT_OK, EXIT_UPSTREAM, EXIT_USAGE, Error, exit_code_for};
+pub use error::{
+    EXIT_AGENT, EXIT_CANCELLED, EXIT_NO_SESSION, EXIT_OK, EXIT_UPSTREAM, EXIT_USAGE, Error, exit_code_for,
+};
 
 const LONG_ABOUT: &str = "\
 pachagent keeps you logged in to Pachyderm. It is a small agent that runs in the background on your \
@@ -42,13 +48,14 @@ Examples:
   export PACH_TOKEN=\"$(pachagent token --min-valid 10m)\"
 
 Exit codes:
-  0  success
-  1  no valid session (not logged in, expired, login required): run `pachagent login`;
-     also used for unexpected local failures
-  2  usage or configuration error: bad arguments, unknown context, invalid config file, or a request
-     the agent refuses in its current state
-  3  the agent is not reachable: start it with `pachagent serve`, or run `pachagent login`
-  4  upstream failure: pachd or the identity provider is unreachable or failed, or the agent failed";
+  0    success
+  1    no valid session (not logged in, expired, login required): run `pachagent login`;
+       also used for unexpected local failures
+  2    usage or configuration error: bad arguments, unknown context, invalid config file, or a
+       request the agent refuses in its current state
+  3    the agent is not reachable: start it with `pachagent serve`, or run `pachagent login`
+  4    upstream failure: pachd or the identity provider is unreachable or failed, or the agent failed
+  130  an interactive login was cancelled with Ctrl-C";
 
 /// `pachagent`: the agent and its command-line client.
 #[derive(Debug, Parser)]
@@ -101,10 +108,21 @@ enum Command {
     #[command(
         long_about = "Log in to the context's cluster. With --token-stdin, hand the agent a Pachyderm token \
                       (e.g. a robot token); with --id-token-stdin, an OIDC ID token that the agent trades with \
-                      pachd. Without either, the agent runs the context's interactive login and this command \
-                      shows what to open or enter. Starts the agent when it is not running. On success it \
-                      prints who you are, like `pachagent whoami`.",
-        after_help = "Examples:\n  pachagent login --token-stdin < robot-token.txt\n  \
+                      pachd. Without either, the agent runs an interactive login and this command shows what to \
+                      open or enter, and waits (up to --timeout; Ctrl-C cancels).\n\n\
+                      The agent picks the interactive login: the context's method when it is `device` or \
+                      `pachd`; else the browser login when this machine can open a browser; else the device-code \
+                      login when the provider offers it; else the browser login, with the `ssh -L` line that \
+                      lets a browser on another machine finish it. A browser is available on macOS and Windows, \
+                      and elsewhere when $BROWSER is set, a graphical session runs ($DISPLAY or \
+                      $WAYLAND_DISPLAY), or under WSL with wslview; an SSH session without a display has none. \
+                      The URL to open is always printed on stderr.\n\n\
+                      Starts the agent when it is not running. On success it prints who you are on stdout, like \
+                      `pachagent whoami`.",
+        after_help = "Examples:\n  pachagent login\n  \
+                      pachagent login --device                  # e.g. over SSH\n  \
+                      pachagent login --no-browser --timeout 10m\n  \
+                      pachagent login --token-stdin < robot-token.txt\n  \
                       pachagent login --context prod --id-token-stdin < id-token.jwt\n  \
                       pachagent login --force"
     )]
@@ -171,7 +189,10 @@ enum ContextCommand {
     #[command(after_help = "Examples:\n  \
         pachagent context add local --pachd localhost:30650\n  \
         pachagent context add prod --pachd grpcs://pachd.example.com:443 \\\n      \
-        --issuer https://login.example.com/ --client-id pachagent --scope groups")]
+        --issuer https://login.example.com/ --client-id pachagent --scope groups\n  \
+        pachagent context add corp --pachd grpcs://pachd.corp:443 --issuer https://sso.corp/ \\\n      \
+        --client-id pachagent --redirect-port 8765 --redirect-host localhost \\\n      \
+        --client-secret-stdin < secret.txt")]
     Add(ContextAddArgs),
     /// List contexts; the active one is marked with *
     List,
@@ -180,7 +201,7 @@ enum ContextCommand {
         /// The context's name
         name: String,
     },
-    /// Remove a context from the configuration (log out of it first to delete its session)
+    /// Remove a context and its stored client secret (log out of it first to delete its session)
     Remove {
         /// The context's name
         name: String,
@@ -200,15 +221,28 @@ struct ContextAddArgs {
     /// The OIDC issuer URL, for logins run by the agent
     #[arg(long, value_name = "URL")]
     issuer: Option<String>,
+    /// Where to fetch the provider's discovery document when the issuer's host is not reachable from here
+    #[arg(long, value_name = "URL", requires = "issuer")]
+    issuer_url: Option<String>,
+    /// PEM file with the CA that signs the identity provider's certificate
+    #[arg(long, value_name = "FILE", requires = "issuer")]
+    issuer_ca_file: Option<PathBuf>,
     /// The OAuth client id the agent logs in as (with --issuer)
     #[arg(long, value_name = "ID")]
     client_id: Option<String>,
+    /// Read the OAuth client secret (confidential clients only) from stdin; it is kept in the keyring
+    #[arg(long, requires = "client_id")]
+    client_secret_stdin: bool,
     /// An extra scope to request at login (repeatable)
     #[arg(long = "scope", value_name = "SCOPE")]
     scopes: Vec<String>,
     /// A fixed loopback port for the login redirect, for providers that match redirect URIs exactly
-    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
-    redirect_port: Option<u16>,
+    /// (repeatable: the first free one is used) [default: a random port]
+    #[arg(long = "redirect-port", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    redirect_ports: Vec<u16>,
+    /// The host written in the redirect URI; it must match what is registered at the provider
+    #[arg(long, value_enum, value_name = "HOST")]
+    redirect_host: Option<RedirectHostArg>,
     /// How interactive logins run [default: oidc with --issuer, else pachd]
     #[arg(long, value_enum)]
     method: Option<MethodArg>,
@@ -217,23 +251,56 @@ struct ContextAddArgs {
 /// `--method` values, mirroring [`crate::config::Method`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum MethodArg {
-    /// The agent runs the OIDC login itself and can refresh the session
+    /// The agent runs the OIDC browser login itself and can refresh the session
     Oidc,
+    /// The OIDC device-code login: enter a short code in a browser on any device
+    Device,
     /// pachctl's flow through pachd; the session cannot be refreshed
     Pachd,
+}
+
+/// `--redirect-host` values, mirroring [`crate::config::RedirectHost`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RedirectHostArg {
+    /// http://127.0.0.1:PORT/… (RFC 8252's advice)
+    #[value(name = "127.0.0.1")]
+    Loopback,
+    /// http://localhost:PORT/… (what some providers insist on; the agent still listens on 127.0.0.1 only)
+    Localhost,
 }
 
 #[derive(Debug, Args)]
 struct LoginArgs {
     /// Read a Pachyderm token (session or robot token) from stdin
-    #[arg(long, conflicts_with = "id_token_stdin")]
+    #[arg(long, conflicts_with_all = ["id_token_stdin", "device", "no_browser"])]
     token_stdin: bool,
     /// Read an OIDC ID token from stdin and trade it for a Pachyderm token
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["device", "no_browser"])]
     id_token_stdin: bool,
+    /// Use the device-code login: enter a short code in a browser on any device (for SSH sessions)
+    #[arg(long)]
+    device: bool,
+    /// Never open a browser here; print the URL for you to open
+    #[arg(long)]
+    no_browser: bool,
     /// Log in again even when a valid session exists
     #[arg(long)]
     force: bool,
+    /// How long to wait for you to finish an interactive login (e.g. 90s, 10m)
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout)]
+    timeout: Duration,
+}
+
+/// The longest `--timeout`, the agent's own limit: a forgotten login should not hold a loopback port for long.
+const MAX_LOGIN_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Parses `--timeout`: a human duration from one second to [`MAX_LOGIN_TIMEOUT`].
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) || d > MAX_LOGIN_TIMEOUT {
+        return Err(format!("use a duration from 1s to {}", humantime::format_duration(MAX_LOGIN_TIMEOUT)));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@
 
 mod contexts;
 mod format;
+mod login;
 
 use std::io::{self, Write};
 
@@ -15,9 +16,10 @@ use serde::Serialize;
 pub use self::contexts::{context_changed, contexts};
 use self::format::{Row, dash, json_line, marker, non_empty, rfc3339_opt, table};
 pub use self::format::{go_quote, humanize, rfc822_utc, rfc3339, timestamp};
+pub use self::login::{BrowserPlan, LoginStep, WaitSpinner, browser_failed, login_done, login_step, waiting_message};
 use crate::proto::agent::{
-    Done, EventKind, GetStatusResponse, GetTokenResponse, LoginMethod, LogoutResponse, OpenUrl, SessionEvent,
-    SessionState, SessionStatus, UserCode, Waiting, WhoAmIResponse,
+    EventKind, GetStatusResponse, GetTokenResponse, LoginMethod, LogoutResponse, SessionEvent, SessionState,
+    SessionStatus, WhoAmIResponse,
 };
 use crate::secret::PachToken;
 
@@ -68,90 +70,6 @@ pub fn whoami(out: &mut dyn Write, resp: &WhoAmIResponse, json: bool) -> io::Res
 /// `login --token-stdin` on a terminal: how to end the input.
 pub fn paste_prompt(err: &mut dyn Write, what: &str) -> io::Result<()> {
     writeln!(err, "Paste the {what}, then press Enter and Ctrl-D:")
-}
-
-/// A login step the user acts on. Text goes to `err` (it is a prompt, not a result); JSON goes to `out`.
-pub enum LoginStep<'a> {
-    /// A URL to open in a browser.
-    OpenUrl(&'a OpenUrl),
-    /// A device code to enter.
-    UserCode(&'a UserCode),
-    /// The agent waits for the user to finish.
-    Waiting(&'a Waiting),
-}
-
-#[derive(Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-enum LoginEventJson<'a> {
-    OpenUrl {
-        url: &'a str,
-    },
-    UserCode {
-        user_code: &'a str,
-        verification_uri: &'a str,
-        verification_uri_complete: Option<&'a str>,
-    },
-    Waiting {
-        deadline: Option<String>,
-    },
-    Done {
-        context: &'a str,
-        username: &'a str,
-        expiration: Option<String>,
-        method: Option<&'static str>,
-        already_logged_in: bool,
-    },
-}
-
-/// Prints a login step: plain lines on `err`, or one `{"event": …}` object per line on `out` with `--json`.
-pub fn login_step(out: &mut dyn Write, err: &mut dyn Write, step: LoginStep<'_>, json: bool) -> io::Result<()> {
-    if json {
-        let value = match step {
-            LoginStep::OpenUrl(u) => LoginEventJson::OpenUrl { url: &u.url },
-            LoginStep::UserCode(c) => LoginEventJson::UserCode {
-                user_code: &c.user_code,
-                verification_uri: &c.verification_uri,
-                verification_uri_complete: non_empty(&c.verification_uri_complete),
-            },
-            LoginStep::Waiting(w) => LoginEventJson::Waiting { deadline: rfc3339_opt(w.deadline.as_ref()) },
-        };
-        return json_line(out, &value);
-    }
-    match step {
-        LoginStep::OpenUrl(u) => writeln!(err, "Open this URL in a browser to log in:\n  {}", u.url),
-        LoginStep::UserCode(c) => {
-            writeln!(err, "Go to {} and enter the code: {}", c.verification_uri, c.user_code)?;
-            if !c.verification_uri_complete.is_empty() {
-                writeln!(err, "(or open {})", c.verification_uri_complete)?;
-            }
-            Ok(())
-        }
-        LoginStep::Waiting(w) => match timestamp(w.deadline.as_ref()) {
-            Some(t) => writeln!(err, "Waiting for the login to finish (until {})...", rfc3339(t)),
-            None => writeln!(err, "Waiting for the login to finish..."),
-        },
-    }
-}
-
-/// The end of a successful login: the `whoami` lines on `out` (after a note on `err` when nothing was done),
-/// or a `{"event":"done",…}` object.
-pub fn login_done(out: &mut dyn Write, err: &mut dyn Write, done: &Done, json: bool) -> io::Result<()> {
-    if json {
-        return json_line(
-            out,
-            &LoginEventJson::Done {
-                context: &done.context,
-                username: &done.username,
-                expiration: rfc3339_opt(done.expiration.as_ref()),
-                method: method_name(done.method()),
-                already_logged_in: done.already_logged_in,
-            },
-        );
-    }
-    if done.already_logged_in {
-        writeln!(err, "Already logged in to context {}; use --force to log in again.", go_quote(&done.context))?;
-    }
-    identity_lines(out, &done.username, done.expiration.as_ref())
 }
 
 #[derive(Serialize)]

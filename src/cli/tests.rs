@@ -61,19 +61,79 @@ fn context_add_takes_repeated_scopes_and_a_method() {
         "oidc",
         "--redirect-port",
         "8765",
+        "--redirect-port",
+        "8766",
+        "--redirect-host",
+        "localhost",
+        "--issuer-url",
+        "http://dex.local:5556/",
+        "--issuer-ca-file",
+        "/etc/ca.pem",
+        "--client-secret-stdin",
     ])
     .unwrap();
     let Command::Context(ContextCommand::Add(args)) = cli.command else { panic!("not context add") };
     assert_eq!(args.scopes, ["groups", "email"]);
     assert_eq!(args.method, Some(MethodArg::Oidc));
-    assert_eq!(args.redirect_port, Some(8765));
+    assert_eq!(args.redirect_ports, [8765, 8766]);
+    assert_eq!(args.redirect_host, Some(RedirectHostArg::Localhost));
+    assert_eq!(args.issuer_url.as_deref(), Some("http://dex.local:5556/"));
+    assert_eq!(args.issuer_ca_file.as_deref(), Some(std::path::Path::new("/etc/ca.pem")));
+    assert!(args.client_secret_stdin);
     assert!(parse(&["context", "add", "x", "--pachd", "p", "--redirect-port", "0"]).is_err());
+}
+
+#[test]
+fn context_add_spells_hosts_and_methods_as_the_config_file_does() {
+    let host = |h: &str| parse(&["context", "add", "x", "--pachd", "p", "--redirect-host", h]);
+    let Command::Context(ContextCommand::Add(args)) = host("127.0.0.1").unwrap().command else { panic!() };
+    assert_eq!(args.redirect_host, Some(RedirectHostArg::Loopback));
+    assert!(host("0.0.0.0").is_err());
+    let Command::Context(ContextCommand::Add(args)) =
+        parse(&["context", "add", "x", "--pachd", "p", "--method", "device"]).unwrap().command
+    else {
+        panic!()
+    };
+    assert_eq!(args.method, Some(MethodArg::Device));
+}
+
+#[test]
+fn a_client_secret_needs_a_client_id() {
+    let err = parse(&["context", "add", "x", "--pachd", "p", "--client-secret-stdin"]).unwrap_err();
+    assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+}
+
+#[test]
+fn login_flags_for_interactive_logins() {
+    let cli = parse(&["login", "--device", "--no-browser", "--timeout", "10m"]).unwrap();
+    let Command::Login(args) = cli.command else { panic!("not login") };
+    assert!(args.device && args.no_browser && !args.force);
+    assert_eq!(args.timeout, Duration::from_secs(600));
+    let Command::Login(args) = parse(&["login"]).unwrap().command else { panic!("not login") };
+    assert_eq!(args.timeout, Duration::from_secs(300));
+}
+
+#[test]
+fn login_timeout_must_be_reasonable() {
+    for bad in ["0s", "500ms", "61m", "soon"] {
+        let err = parse(&["login", "--timeout", bad]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+    }
+}
+
+#[test]
+fn token_flags_do_not_mix_with_interactive_ones() {
+    for (a, b) in [("--token-stdin", "--device"), ("--id-token-stdin", "--no-browser")] {
+        let err = parse(&["login", a, b]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict, "{a} {b}");
+    }
 }
 
 #[test]
 fn help_documents_the_exit_codes_and_environment() {
     let help = Cli::command().render_long_help().to_string();
-    for needle in ["Exit codes:", "PACHAGENT_SOCKET", "PACHAGENT_CONFIG", "PACHAGENT_CONTEXT", "pachagent serve"] {
+    for needle in ["Exit codes:", "130", "PACHAGENT_SOCKET", "PACHAGENT_CONFIG", "PACHAGENT_CONTEXT", "pachagent serve"]
+    {
         assert!(help.contains(needle), "{needle} missing from:\n{help}");
     }
 }

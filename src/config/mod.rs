@@ -50,8 +50,33 @@ pub enum StoreChoice {
 pub enum Method {
     /// The agent runs the OIDC flow itself and trades the ID token with pachd; sessions can be refreshed.
     Oidc,
+    /// The OIDC device authorization grant (RFC 8628): for hosts without a browser, e.g. over SSH.
+    Device,
     /// pachctl's flow: pachd runs the OIDC exchange on its own callback; sessions cannot be refreshed.
     Pachd,
+}
+
+/// The host written in the loopback redirect URI. Providers compare it literally, so it must match what is
+/// registered: `127.0.0.1` (RFC 8252's advice) or `localhost` (what some consoles insist on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+pub enum RedirectHost {
+    /// `http://127.0.0.1:PORT/callback`.
+    #[default]
+    #[serde(rename = "127.0.0.1")]
+    Loopback,
+    /// `http://localhost:PORT/callback` (the listener still binds 127.0.0.1 only).
+    #[serde(rename = "localhost")]
+    Localhost,
+}
+
+impl RedirectHost {
+    /// The host as written in the URI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedirectHost::Loopback => "127.0.0.1",
+            RedirectHost::Localhost => "localhost",
+        }
+    }
 }
 
 impl Method {
@@ -59,6 +84,7 @@ impl Method {
     pub fn as_str(self) -> &'static str {
         match self {
             Method::Oidc => "oidc",
+            Method::Device => "device",
             Method::Pachd => "pachd",
         }
     }
@@ -89,11 +115,19 @@ struct RawContext {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     issuer: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    issuer_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    issuer_ca_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     client_id: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     scopes: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     redirect_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    redirect_ports: Vec<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    redirect_host: Option<RedirectHost>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     method: Option<Method>,
 }
@@ -124,14 +158,39 @@ pub struct Context {
     pub ca_file: Option<PathBuf>,
     /// The OIDC issuer, exactly as it appears in ID tokens' `iss`.
     pub issuer: Option<String>,
+    /// Where discovery is fetched when the issuer's own host is not reachable from this machine (Dex inside a
+    /// cluster); the provider's endpoints on the issuer's host are rewritten to this URL's host.
+    pub issuer_url: Option<String>,
+    /// PEM file with the CA that signs the provider's certificate.
+    pub issuer_ca_file: Option<PathBuf>,
     /// The OAuth client id the agent logs in as.
     pub client_id: Option<String>,
-    /// Extra scopes requested at login.
+    /// Scopes requested at login on top of `openid email profile offline_access`.
     pub scopes: Vec<String>,
-    /// A fixed loopback port for the login redirect (for providers that match redirect URIs exactly).
-    pub redirect_port: Option<u16>,
+    /// Loopback ports for the login redirect, tried in order (for providers that match redirect URIs exactly);
+    /// empty means a random port.
+    pub redirect_ports: Vec<u16>,
+    /// The host written in the redirect URI.
+    pub redirect_host: RedirectHost,
     /// How interactive logins run: `oidc` when an issuer is configured, else `pachd`, unless set.
     pub method: Method,
+}
+
+/// Scopes every OIDC login asks for: an ID token with the email pachd makes the username from, and a refresh
+/// token so the agent can renew the session without the user.
+pub const BASE_SCOPES: [&str; 4] = ["openid", "email", "profile", "offline_access"];
+
+impl Context {
+    /// Every scope to request: [`BASE_SCOPES`] then the context's extra ones, without duplicates.
+    pub fn all_scopes(&self) -> Vec<String> {
+        let mut all: Vec<String> = BASE_SCOPES.iter().map(|s| (*s).to_owned()).collect();
+        for s in &self.scopes {
+            if !all.contains(s) {
+                all.push(s.clone());
+            }
+        }
+        all
+    }
 }
 
 /// Settings for a new context (`pachagent context add`).
@@ -143,12 +202,18 @@ pub struct NewContext {
     pub ca_file: Option<PathBuf>,
     /// OIDC issuer.
     pub issuer: Option<String>,
+    /// Discovery URL when it differs from the issuer.
+    pub issuer_url: Option<String>,
+    /// CA file for the provider.
+    pub issuer_ca_file: Option<PathBuf>,
     /// OAuth client id.
     pub client_id: Option<String>,
     /// Extra scopes.
     pub scopes: Vec<String>,
-    /// Fixed redirect port.
-    pub redirect_port: Option<u16>,
+    /// Fixed redirect ports, tried in order.
+    pub redirect_ports: Vec<u16>,
+    /// Host written in the redirect URI.
+    pub redirect_host: Option<RedirectHost>,
     /// Login method.
     pub method: Option<Method>,
 }
@@ -392,9 +457,13 @@ impl Config {
             pachd_address: Some(pachd.to_string()),
             ca_file: new.ca_file,
             issuer: new.issuer,
+            issuer_url: new.issuer_url,
+            issuer_ca_file: new.issuer_ca_file,
             client_id: new.client_id,
             scopes: new.scopes,
-            redirect_port: new.redirect_port,
+            redirect_port: None,
+            redirect_ports: new.redirect_ports,
+            redirect_host: new.redirect_host,
             method: new.method,
         };
         resolve_context(path, name, rc.clone()).map_err(|e| Error::BadValue(e.to_string()))?;
@@ -461,26 +530,36 @@ fn resolve_context(path: &Path, name: &str, rc: RawContext) -> Result<Context, E
     if rc.ca_file.is_some() && !pachd.tls {
         return Err(invalid("ca_file", "needs a grpcs:// pachd_address (a CA is only used with TLS)".into()));
     }
-    if let Some(issuer) = &rc.issuer {
-        let parsed = url::Url::parse(issuer).map_err(|e| {
-            invalid("issuer", format!("{issuer:?} is not a URL ({e}): use e.g. https://tenant.auth0.com/"))
-        })?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(invalid("issuer", format!("{issuer:?} must be an http:// or https:// URL")));
+    for (key, value) in [("issuer", &rc.issuer), ("issuer_url", &rc.issuer_url)] {
+        if let Some(v) = value {
+            let parsed = url::Url::parse(v)
+                .map_err(|e| invalid(key, format!("{v:?} is not a URL ({e}): use e.g. https://tenant.auth0.com/")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(invalid(key, format!("{v:?} must be an http:// or https:// URL")));
+            }
         }
     }
-    if rc.redirect_port == Some(0) {
-        return Err(invalid("redirect_port", "0 is not a port: remove the key for a random port".into()));
+    if rc.issuer_url.is_some() && rc.issuer.is_none() {
+        return Err(invalid("issuer_url", "needs issuer too (the value ID tokens carry in iss)".into()));
+    }
+    let mut redirect_ports: Vec<u16> = rc.redirect_port.into_iter().collect();
+    for p in &rc.redirect_ports {
+        if !redirect_ports.contains(p) {
+            redirect_ports.push(*p);
+        }
+    }
+    if redirect_ports.contains(&0) {
+        return Err(invalid("redirect_ports", "0 is not a port: remove the key for a random port".into()));
     }
     let method = match (rc.method, &rc.issuer) {
         (Some(m), _) => m,
         (None, Some(_)) => Method::Oidc,
         (None, None) => Method::Pachd,
     };
-    if method == Method::Oidc && (rc.issuer.is_none() || rc.client_id.is_none()) {
+    if matches!(method, Method::Oidc | Method::Device) && (rc.issuer.is_none() || rc.client_id.is_none()) {
         return Err(invalid(
             "method",
-            "\"oidc\" needs both issuer and client_id: set them, or use method = \"pachd\"".into(),
+            format!("{:?} needs both issuer and client_id: set them, or use method = \"pachd\"", method.as_str()),
         ));
     }
     Ok(Context {
@@ -488,9 +567,12 @@ fn resolve_context(path: &Path, name: &str, rc: RawContext) -> Result<Context, E
         pachd,
         ca_file: rc.ca_file,
         issuer: rc.issuer,
+        issuer_url: rc.issuer_url,
+        issuer_ca_file: rc.issuer_ca_file,
         client_id: rc.client_id,
         scopes: rc.scopes,
-        redirect_port: rc.redirect_port,
+        redirect_ports,
+        redirect_host: rc.redirect_host.unwrap_or_default(),
         method,
     })
 }

@@ -75,7 +75,9 @@ pachd_address = "localhost"
     let prod = cfg.context("").unwrap();
     assert_eq!(prod.name, "prod");
     assert_eq!(prod.method, Method::Oidc);
-    assert_eq!(prod.redirect_port, Some(8765));
+    assert_eq!(prod.redirect_ports, [8765]);
+    assert_eq!(prod.redirect_host, RedirectHost::Loopback);
+    assert_eq!(prod.all_scopes(), ["openid", "email", "profile", "offline_access"]);
     let local = cfg.context("local").unwrap();
     assert_eq!(local.method, Method::Pachd, "no issuer means pachctl's own flow");
     assert_eq!(local.pachd.to_string(), "grpc://localhost:30650");

@@ -80,6 +80,15 @@ impl Error {
 /// When the socket cannot be taken, the configuration is invalid or the secret store cannot be opened.
 pub async fn serve(opts: ServeOptions) -> Result<(), Error> {
     harden::apply();
+    serve_until(opts, stop_signal()).await
+}
+
+/// Runs the agent until `shutdown` completes: takes the socket, opens the store, restores sessions, serves.
+/// `pachagent dev` runs it in-process next to its own IdP and pachd.
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_until(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     let config = Config::load(&opts.config)?;
     let (listener, guard) = socket::bind(&opts.socket)?;
     let store = Store::open(config.store, &config.keyring_service).await?;
@@ -97,9 +106,11 @@ pub async fn serve(opts: ServeOptions) -> Result<(), Error> {
         tokio::spawn(async move { engine.verify_all().await })
     };
     let reloader = tokio::spawn(reload_on_hangup(Arc::clone(&engine)));
-    let result = run(listener, engine, stop_signal()).await;
+    let resyncer = tokio::spawn(Arc::clone(&engine).resync_task());
+    let result = run(listener, engine, shutdown).await;
     verifier.abort();
     reloader.abort();
+    resyncer.abort();
     drop(guard);
     info!("agent stopped");
     result

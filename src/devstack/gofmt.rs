@@ -1,8 +1,10 @@
-//! The few pieces of Go's `fmt` output that appear in pachd's error messages.
+//! The few pieces of Go's standard library output that pachd's answers show: `fmt` in error messages, and
+//! `net/url` encoding in the login URLs GetOIDCLogin returns.
 //!
 //! pachd builds its messages with `%q` (quoted strings and string slices) and `%v` on a `time.Time`, and
 //! clients match on those texts, so pachd-dev reproduces them here instead of using Rust's `Debug`, which
-//! quotes and escapes differently. Pure functions only; nothing here knows about gRPC or OIDC.
+//! quotes and escapes differently. Its login URLs come from `url.Values.Encode`, whose escaping differs from
+//! the `url` crate's in a few characters. Pure functions only; nothing here knows about gRPC or OIDC.
 
 use std::fmt::Write as _;
 
@@ -64,9 +66,40 @@ pub(crate) fn time_string(secs: i64, nanos: u32) -> String {
     out
 }
 
+/// Go's `url.QueryEscape`: everything but ASCII letters, digits and `-_.~` is percent-encoded, space as `+`.
+pub(crate) fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for byte in s.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(char::from(byte)),
+            b' ' => out.push('+'),
+            _ => {
+                let _ = write!(out, "%{byte:02X}");
+            }
+        }
+    }
+    out
+}
+
+/// Go's `url.Values.Encode`: `key=value` pairs sorted by key, each side [`query_escape`]d, joined by `&`.
+pub(crate) fn encode_values(pairs: &[(&str, &str)]) -> String {
+    let mut sorted = pairs.to_vec();
+    // A stable sort keeps the order of values under the same key, as Go does.
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let encoded: Vec<String> = sorted.iter().map(|(k, v)| format!("{}={}", query_escape(k), query_escape(v))).collect();
+    encoded.join("&")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_are_encoded_like_go_url_values() {
+        assert_eq!(query_escape("a b/c:d~e*"), "a+b%2Fc%3Ad~e%2A");
+        let encoded = encode_values(&[("state", "s"), ("client_id", "pachd"), ("scope", "email openid")]);
+        assert_eq!(encoded, "client_id=pachd&scope=email+openid&state=s");
+    }
 
     #[test]
     fn strings_are_quoted_like_go_percent_q() {

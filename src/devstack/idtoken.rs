@@ -144,6 +144,24 @@ pub(crate) struct VerifiedIdToken {
     pub(crate) email: String,
     /// The `exp` claim.
     pub(crate) expiry: SystemTime,
+    /// The `nonce` claim (empty when absent); go-oidc leaves checking it to the caller, and pachd's callback does.
+    pub(crate) nonce: String,
+}
+
+/// The endpoints pachd's OAuth client takes from discovery (go-oidc `Provider.Endpoint()`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Endpoints {
+    /// `authorization_endpoint`: where GetOIDCLogin sends the browser.
+    pub(crate) authorization: String,
+    /// `token_endpoint`: where the callback exchanges the code.
+    pub(crate) token: String,
+}
+
+/// What one discovery run yields.
+struct Metadata {
+    jwks_uri: String,
+    algorithms: Vec<String>,
+    endpoints: Endpoints,
 }
 
 /// Verifies ID tokens for one issuer and client id, caching the issuer's key set between calls.
@@ -165,6 +183,10 @@ struct Discovery {
     jwks_uri: String,
     #[serde(default)]
     id_token_signing_alg_values_supported: Vec<String>,
+    #[serde(default)]
+    authorization_endpoint: String,
+    #[serde(default)]
+    token_endpoint: String,
 }
 
 impl Verifier {
@@ -188,23 +210,42 @@ impl Verifier {
         &self.issuer
     }
 
+    /// The client id that must appear in `aud` (pachd's own OAuth client id).
+    pub(crate) fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
     /// Runs discovery and verifies `raw` as of `now`, in go-oidc's order.
     ///
     /// # Errors
     /// Any [`Error`]; its `Display` is pachd's message.
     pub(crate) async fn verify(&self, raw: &str, now: SystemTime) -> Result<VerifiedIdToken, Error> {
-        let (jwks_uri, algorithms) = self.discover().await?;
+        let metadata = self.discover().await?;
         let payload = jwt_payload(raw)?;
         let claims = Claims::parse(&payload)?;
         claims.check(&self.issuer, &self.client_id, now)?;
         let signed = SignedJwt::parse(raw)?;
-        let alg = signed.algorithm(&algorithms)?;
-        self.verify_signature(&signed, alg, &jwks_uri).await?;
-        Ok(VerifiedIdToken { email: claims.email()?, expiry: claims.expiry() })
+        let alg = signed.algorithm(&metadata.algorithms)?;
+        self.verify_signature(&signed, alg, &metadata.jwks_uri).await?;
+        Ok(VerifiedIdToken { email: claims.email()?, expiry: claims.expiry(), nonce: claims.nonce() })
+    }
+
+    /// Runs discovery (as pachd does on every OIDC call) and returns the OAuth endpoints.
+    ///
+    /// # Errors
+    /// [`ProviderError`], with go-oidc's texts.
+    pub(crate) async fn endpoints(&self) -> Result<Endpoints, ProviderError> {
+        Ok(self.discover().await?.endpoints)
+    }
+
+    /// The HTTP client used for discovery and keys: no redirects, short timeouts. pachd's OAuth exchange uses the
+    /// same client.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// `oidc.NewProvider`: fetches `<issuer without one trailing slash>/.well-known/openid-configuration`.
-    async fn discover(&self) -> Result<(String, Vec<String>), ProviderError> {
+    async fn discover(&self) -> Result<Metadata, ProviderError> {
         let base = self.issuer.strip_suffix('/').unwrap_or(&self.issuer);
         let url = format!("{base}/.well-known/openid-configuration");
         let body = get(&self.http, &url).await.map_err(|e| match e {
@@ -219,7 +260,11 @@ impl Verifier {
             .id_token_signing_alg_values_supported
             .into_iter()
             .filter(|a| SUPPORTED_ALGORITHMS.contains(&a.as_str()));
-        Ok((doc.jwks_uri, algorithms.collect()))
+        Ok(Metadata {
+            jwks_uri: doc.jwks_uri,
+            algorithms: algorithms.collect(),
+            endpoints: Endpoints { authorization: doc.authorization_endpoint, token: doc.token_endpoint },
+        })
     }
 
     async fn verify_signature(&self, jwt: &SignedJwt<'_>, alg: Algorithm, jwks_uri: &str) -> Result<(), VerifyError> {

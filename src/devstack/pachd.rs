@@ -1,26 +1,36 @@
 //! `pachd-dev`: a stand-in for pachd's auth API (`auth_v2.API`) that answers the way a real pachd does.
 //!
-//! It serves Activate, Authenticate (`id_token`), WhoAmI, GetRobotToken and RevokeAuthToken with pachd's gRPC
-//! codes and message texts (see `pachyderm-auth.md`), plus `grpc.health.v1.Health`. State lives in memory:
-//! whether auth is active and a table of hashed tokens. pachd-dev has one admin, `pach:root`;
-//! it has no role bindings, groups or OIDC-state login.
+//! It serves Activate, Authenticate (`id_token` and `oidc_state`), WhoAmI, GetOIDCLogin, GetRobotToken and
+//! RevokeAuthToken with pachd's gRPC codes and message texts (see `pachyderm-auth.md`), plus
+//! `grpc.health.v1.Health`; and, like pachd's OIDC port, an HTTP server with `/authorization-code/callback`.
+//! State lives in memory: whether auth is active, a table of hashed tokens, and the OIDC states of pending
+//! pachctl logins. pachd-dev has one admin, `pach:root`; it has no role bindings or groups.
 //!
-//! This file is the public surface (options, errors, start-up, serving); `service` holds the RPC semantics.
+//! This file is the public surface (options, errors, start-up, serving); `service` holds the RPC semantics,
+//! `oidc_state` pachctl's login and `callback` the HTTP side of it.
 
+mod callback;
+mod oidc_state;
 mod service;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+pub use self::callback::CALLBACK_PATH;
+use self::callback::Callback;
+pub use self::oidc_state::{DEFAULT_SCOPES, DEFAULT_STATE_TTL};
+use self::oidc_state::{OidcClient, StateTable};
 use self::service::AuthService;
+use super::http;
 use super::idtoken::Verifier;
 use crate::proto::auth::api_server::ApiServer;
-use crate::secret::PachToken;
+use crate::secret::{ClientSecret, PachToken};
 
 /// pachd's OAuth client id in the Helm chart (`pachd.oauthClientID`); ID tokens must name it in `aud`.
 pub const DEFAULT_CLIENT_ID: &str = "pachd";
@@ -31,11 +41,20 @@ pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60)
 /// How pachd-dev is configured; [`Default`] is auth off, no issuer, pachd's defaults otherwise.
 #[derive(Debug, Clone)]
 pub struct PachdDevOptions {
-    /// The OIDC issuer whose ID tokens Authenticate accepts; `None` answers "OIDC ID provider configuration
-    /// not found", as pachd does without an OIDC config.
+    /// The OIDC issuer whose ID tokens Authenticate accepts and where GetOIDCLogin sends users; `None` answers
+    /// "OIDC ID provider configuration not found", as pachd does without an OIDC config.
     pub issuer: Option<String>,
-    /// The client id that must appear in an ID token's `aud`.
+    /// pachd's OAuth client id: the audience ID tokens must name, and the client of pachctl's login.
     pub client_id: String,
+    /// pachd's OAuth client secret, sent when exchanging a code at the callback (empty when `None`).
+    pub client_secret: Option<ClientSecret>,
+    /// The redirect URI in login URLs; `None` means pachd-dev's own callback
+    /// (`http://<OIDC listen address>/authorization-code/callback`).
+    pub redirect_uri: Option<String>,
+    /// The scopes of pachctl's login ([`DEFAULT_SCOPES`] unless changed).
+    pub scopes: Vec<String>,
+    /// How long a GetOIDCLogin state lives (pachd: 3 minutes).
+    pub oidc_state_ttl: Duration,
     /// The cap on an Authenticate session (pachd's `SESSION_DURATION_MINUTES`).
     pub session_ttl: Duration,
     /// When set, auth is active from the start with this root token (pachd's `AUTH_ROOT_TOKEN`).
@@ -47,6 +66,10 @@ impl Default for PachdDevOptions {
         Self {
             issuer: None,
             client_id: DEFAULT_CLIENT_ID.to_owned(),
+            client_secret: None,
+            redirect_uri: None,
+            scopes: DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
+            oidc_state_ttl: DEFAULT_STATE_TTL,
             session_ttl: DEFAULT_SESSION_TTL,
             root_token: None,
         }
@@ -70,6 +93,23 @@ pub enum Error {
         /// The file named by `--root-token-file`.
         path: PathBuf,
     },
+    /// The client secret file could not be read.
+    #[error("failed to read the client secret file {}: {source}", path.display())]
+    ReadClientSecret {
+        /// The file named by `--client-secret-file`.
+        path: PathBuf,
+        /// Why reading failed.
+        source: std::io::Error,
+    },
+    /// The client secret file holds only whitespace.
+    #[error("the client secret file {} is empty", path.display())]
+    EmptyClientSecret {
+        /// The file named by `--client-secret-file`.
+        path: PathBuf,
+    },
+    /// A listener's address could not be read.
+    #[error("failed to read a listen address: {0}")]
+    LocalAddr(#[source] std::io::Error),
     /// The issuer is not a URL (pachd refuses such an OIDC config too).
     #[error("the OIDC issuer {issuer:?} is not a valid URL: {source}")]
     InvalidIssuer {
@@ -107,7 +147,26 @@ pub fn read_root_token_file(path: &Path) -> Result<PachToken, Error> {
     Ok(token)
 }
 
-/// Binds the gRPC listener; `127.0.0.1:0` picks a free port, which [`ready_line`] then reports.
+/// Reads pachd's OAuth client secret from a file, dropping surrounding whitespace.
+///
+/// # Errors
+/// [`Error::ReadClientSecret`] when the file cannot be read, [`Error::EmptyClientSecret`] when it holds nothing.
+pub fn read_client_secret_file(path: &Path) -> Result<ClientSecret, Error> {
+    let raw =
+        std::fs::read_to_string(path).map_err(|source| Error::ReadClientSecret { path: path.to_owned(), source })?;
+    let secret = ClientSecret::from_input(raw);
+    if secret.is_empty() {
+        return Err(Error::EmptyClientSecret { path: path.to_owned() });
+    }
+    Ok(secret)
+}
+
+/// pachd-dev's own redirect URI for an OIDC listener on `addr`.
+pub fn callback_url(addr: SocketAddr) -> String {
+    format!("http://{addr}{CALLBACK_PATH}")
+}
+
+/// Binds a listener (gRPC or OIDC HTTP); `127.0.0.1:0` picks a free port, which [`ready_line`] then reports.
 ///
 /// # Errors
 /// [`Error::Bind`].
@@ -115,15 +174,16 @@ pub async fn bind(addr: &str) -> Result<TcpListener, Error> {
     TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr: addr.to_owned(), source })
 }
 
-/// The one JSON line pachd-dev prints when ready, e.g. `{"pachd":"grpc://127.0.0.1:41234"}`, with
-/// `"issuer"` when one is configured. Scripts and tests read the address from it.
-pub fn ready_line(addr: SocketAddr, issuer: Option<&str>) -> String {
+/// The one JSON line pachd-dev prints when ready, e.g.
+/// `{"pachd":"grpc://127.0.0.1:41234","issuer":"http://127.0.0.1:41235","oidc_callback":"http://127.0.0.1:41236/authorization-code/callback"}`,
+/// `"issuer"` only when one is configured. Scripts and tests read the addresses from it.
+pub fn ready_line(addr: SocketAddr, issuer: Option<&str>, oidc_callback: &str) -> String {
     // Written by hand so that `pachd` comes first; values go through serde_json for escaping.
     let mut line = format!(r#"{{"pachd":{}"#, serde_json::Value::from(format!("grpc://{addr}")));
     if let Some(issuer) = issuer {
         line.push_str(&format!(r#","issuer":{}"#, serde_json::Value::from(issuer)));
     }
-    line.push('}');
+    line.push_str(&format!(r#","oidc_callback":{}}}"#, serde_json::Value::from(oidc_callback)));
     line
 }
 
@@ -132,22 +192,34 @@ pub fn ready_line(addr: SocketAddr, issuer: Option<&str>) -> String {
 #[derive(Debug)]
 pub struct PachdDev {
     service: AuthService,
+    callback: Callback,
+    redirect_uri: String,
 }
 
 impl PachdDev {
-    /// Checks the options and prepares the service.
+    /// Checks the options and prepares the service. `oidc_addr` is where the OIDC HTTP server will listen; it
+    /// makes the default redirect URI.
     ///
     /// # Errors
     /// [`Error::InvalidIssuer`] or [`Error::HttpClient`].
-    pub fn new(opts: PachdDevOptions) -> Result<Self, Error> {
-        let verifier = match opts.issuer {
+    pub fn new(opts: PachdDevOptions, oidc_addr: SocketAddr) -> Result<Self, Error> {
+        let redirect_uri = opts.redirect_uri.unwrap_or_else(|| callback_url(oidc_addr));
+        let client = match opts.issuer {
             Some(issuer) => {
                 url::Url::parse(&issuer).map_err(|source| Error::InvalidIssuer { issuer: issuer.clone(), source })?;
-                Some(Verifier::new(issuer, opts.client_id).map_err(Error::HttpClient)?)
+                let verifier = Verifier::new(issuer, opts.client_id).map_err(Error::HttpClient)?;
+                Some(Arc::new(OidcClient {
+                    verifier,
+                    client_secret: opts.client_secret.unwrap_or_else(|| ClientSecret::new(String::new())),
+                    redirect_uri: redirect_uri.clone(),
+                    scopes: opts.scopes,
+                }))
             }
             None => None,
         };
-        Ok(Self { service: AuthService::new(verifier, opts.root_token.as_ref(), opts.session_ttl) })
+        let states = Arc::new(StateTable::new(opts.oidc_state_ttl));
+        let service = AuthService::new(client.clone(), Arc::clone(&states), opts.root_token.as_ref(), opts.session_ttl);
+        Ok(Self { service, callback: Callback { states, client }, redirect_uri })
     }
 
     /// The configured issuer, if any.
@@ -155,32 +227,50 @@ impl PachdDev {
         self.service.issuer()
     }
 
-    /// Serves `auth_v2.API` and health on `listener` until `shutdown` completes, then drains open calls.
+    /// The redirect URI that login URLs carry (pachd-dev's callback unless configured otherwise).
+    pub fn redirect_uri(&self) -> &str {
+        &self.redirect_uri
+    }
+
+    /// Serves `auth_v2.API` and health on `grpc`, and the OIDC callback on `oidc`, until `shutdown` completes;
+    /// then both drain. Authenticate calls still waiting on an OIDC state end with the gRPC server.
     ///
     /// # Errors
-    /// [`Error::Serve`] when the transport fails.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
+    /// [`Error::Serve`] when the gRPC transport fails.
+    pub async fn serve(
+        self,
+        grpc: TcpListener,
+        oidc: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), Error> {
+        let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        // Authenticate calls waiting on an OIDC state would hold the gRPC drain open for as long as the state
+        // lives (forever for an unknown one): end them when shutdown begins.
+        let states = Arc::clone(&self.callback.states);
+        let shutdown = async move {
+            shutdown.await;
+            states.close();
+        };
+        let callback = self.callback;
+        let handler = move |req: http::HttpRequest| {
+            let callback = callback.clone();
+            async move { callback.handle(req).await }
+        };
+        let http_task = tokio::spawn(http::serve(oidc, handler, async {
+            let _ = http_stopped.await;
+        }));
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<ApiServer<AuthService>>().await;
-        tonic::transport::Server::builder()
+        let served = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(ApiServer::new(self.service))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown)
             .await
-            .map_err(Error::Serve)
+            .map_err(Error::Serve);
+        let _ = stop_http.send(());
+        let _ = http_task.await;
+        served
     }
-}
-
-/// Configures and serves pachd-dev in one call: [`PachdDev::new`] then [`PachdDev::serve`].
-///
-/// # Errors
-/// Any [`Error`].
-pub async fn serve(
-    opts: PachdDevOptions,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), Error> {
-    PachdDev::new(opts)?.serve(listener, shutdown).await
 }
 
 #[cfg(test)]

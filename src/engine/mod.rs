@@ -6,6 +6,8 @@
 //! socket: the `api` module translates. Locks are `std` locks held only for map lookups, never across an await,
 //! so readers (`GetToken`, `WhoAmI`) never wait on a network call.
 
+mod login;
+mod persist;
 mod types;
 
 use std::collections::HashMap;
@@ -16,11 +18,12 @@ use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
+pub use self::login::{LoginEvent, LoginOptions, LoginStep, LoginSubscription, RequestedMethod};
 pub use self::types::*;
 use crate::config::{self, Config, Context};
 use crate::pachd::{self, PachdClient};
-use crate::secret::{IdToken, PachToken};
-use crate::store::{self, Store, StoredSession};
+use crate::secret::{IdToken, PachToken, RefreshToken};
+use crate::store::{Store, StoredSession};
 
 /// How many events a slow `Watch` subscriber may fall behind before it is told it missed some.
 const EVENT_BUFFER: usize = 256;
@@ -34,6 +37,7 @@ struct Session {
     method: SessionMethod,
     pachd_address: String,
     issuer: Option<String>,
+    refresh_token: Option<RefreshToken>,
     verdict: Verdict,
     last_error: Option<String>,
 }
@@ -64,6 +68,7 @@ impl Session {
             username: stored.username,
             pachd_address: stored.pachd_address,
             issuer: stored.issuer,
+            refresh_token: stored.refresh_token,
             verdict: Verdict::Valid,
             last_error: None,
         }
@@ -77,6 +82,7 @@ impl Session {
             method: self.method.as_str().to_owned(),
             pachd_address: self.pachd_address.clone(),
             issuer: self.issuer.clone(),
+            refresh_token: self.refresh_token.clone(),
             stored_at: now.timestamp(),
         }
     }
@@ -92,6 +98,12 @@ pub struct SessionEngine {
     context_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     store_error: Mutex<Option<String>>,
     events: broadcast::Sender<Event>,
+    /// Interactive logins in progress, by context.
+    flights: Mutex<HashMap<String, Arc<login::Flight>>>,
+    /// Contexts whose keyring entry may disagree with memory after a failed or timed-out store call.
+    out_of_sync: Mutex<std::collections::BTreeSet<String>>,
+    /// Wakes the resync task when a context falls out of sync.
+    resync_needed: tokio::sync::Notify,
 }
 
 impl SessionEngine {
@@ -106,6 +118,9 @@ impl SessionEngine {
             context_locks: Mutex::new(HashMap::new()),
             store_error: Mutex::new(None),
             events,
+            flights: Mutex::new(HashMap::new()),
+            out_of_sync: Mutex::new(std::collections::BTreeSet::new()),
+            resync_needed: tokio::sync::Notify::new(),
         })
     }
 
@@ -122,11 +137,15 @@ impl SessionEngine {
     /// Loads every configured context's stored session into memory (without asking pachd; see
     /// [`SessionEngine::verify_all`]). A context whose entry cannot be read stays logged out and the store error
     /// is reported in `status`.
-    pub async fn restore(&self) {
+    pub async fn restore(self: &Arc<Self>) {
         let config = self.config();
+        // Concurrently: a slow keyring costs one timeout, not one per context.
+        let mut loads = tokio::task::JoinSet::new();
         for ctx in config.contexts.values() {
-            self.restore_context(ctx).await;
+            let (engine, ctx) = (Arc::clone(self), ctx.clone());
+            loads.spawn(async move { engine.restore_context(&ctx).await });
         }
+        while loads.join_next().await.is_some() {}
     }
 
     async fn restore_context(&self, ctx: &Context) {
@@ -318,7 +337,10 @@ impl SessionEngine {
         let backend = self.store.backend();
         let probe = self.store.probe().await;
         match probe {
-            Ok(()) => self.note_store_ok(),
+            Ok(()) => {
+                self.note_store_ok();
+                self.resync().await;
+            }
             Err(e) => self.note_store_error(&e),
         }
         let detail = lock(&self.store_error).clone();
@@ -349,7 +371,7 @@ impl SessionEngine {
         let _guard = self.context_lock(&ctx.name).lock_owned().await;
         let client = self.client(&ctx)?;
         let identity = client.who_am_i(&token).await.map_err(|e| login_error(&ctx, e))?;
-        self.commit_login(&ctx, token, identity, SessionMethod::PachToken).await
+        self.commit_login(&ctx, token, identity, SessionMethod::PachToken, None).await
     }
 
     /// Logs in by trading an OIDC ID token with pachd (`Authenticate{id_token}`); pachd verifies it against its
@@ -369,7 +391,7 @@ impl SessionEngine {
         let token = client.authenticate_id_token(&id_token).await.map_err(|e| login_error(&ctx, e))?;
         drop(id_token);
         let identity = client.who_am_i(&token).await.map_err(|e| login_error(&ctx, e))?;
-        self.commit_login(&ctx, token, identity, SessionMethod::IdToken).await
+        self.commit_login(&ctx, token, identity, SessionMethod::IdToken, None).await
     }
 
     async fn commit_login(
@@ -378,6 +400,7 @@ impl SessionEngine {
         token: PachToken,
         identity: pachd::Identity,
         method: SessionMethod,
+        refresh_token: Option<RefreshToken>,
     ) -> Result<LoginDone, Error> {
         let now = Utc::now();
         if identity.expiration.is_some_and(|e| e <= now) {
@@ -390,6 +413,7 @@ impl SessionEngine {
             method,
             pachd_address: ctx.pachd.to_string(),
             issuer: ctx.issuer.clone(),
+            refresh_token,
             verdict: Verdict::Valid,
             last_error: None,
         };
@@ -399,6 +423,7 @@ impl SessionEngine {
             username: session.username.clone(),
             expiration: session.expiration,
             method,
+            already_logged_in: false,
         };
         write(&self.sessions).insert(ctx.name.clone(), session);
         info!(context = %ctx.name, username = %done.username, method = method.as_str(), "logged in");
@@ -463,7 +488,9 @@ impl SessionEngine {
             }
             Err(e) => {
                 self.note_store_error(&e);
-                Err(Error::Store { context: ctx.name.clone(), source: e })
+                // Memory no longer has the session; the entry goes as soon as the store answers again.
+                self.mark_out_of_sync(&ctx.name);
+                Err(Error::LogoutIncomplete { context: ctx.name.clone(), revoked: outcome.revoked, source: e })
             }
         }
     }
@@ -505,27 +532,6 @@ impl SessionEngine {
 
     fn context_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
         Arc::clone(lock(&self.context_locks).entry(name.to_owned()).or_default())
-    }
-
-    async fn save(&self, name: &str, stored: &StoredSession) -> Result<(), Error> {
-        match self.store.save(name, stored).await {
-            Ok(()) => {
-                self.note_store_ok();
-                Ok(())
-            }
-            Err(e) => {
-                self.note_store_error(&e);
-                Err(Error::Store { context: name.to_owned(), source: e })
-            }
-        }
-    }
-
-    fn note_store_ok(&self) {
-        *lock(&self.store_error) = None;
-    }
-
-    fn note_store_error(&self, e: &store::Error) {
-        *lock(&self.store_error) = Some(e.to_string());
     }
 
     /// Applies `f` to the context's session if there is one.

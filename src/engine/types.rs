@@ -179,6 +179,8 @@ pub struct LoginDone {
     pub expiration: Option<DateTime<Utc>>,
     /// How.
     pub method: SessionMethod,
+    /// A valid session already existed; nothing new was done.
+    pub already_logged_in: bool,
 }
 
 /// What a logout did for one context.
@@ -267,10 +269,48 @@ pub enum Error {
         /// The cause.
         source: store::Error,
     },
+    /// The logout revoked (or tried to revoke) the token and forgot the session, but the keyring entry could
+    /// not be deleted yet.
+    #[error(
+        "logged out of {context:?} only partly: {}the agent forgot the session, but its keyring entry could not \
+         be deleted ({source}); the agent deletes it once the keyring answers again, or run pachagent logout \
+         --context {context} after fixing the keyring",
+        if *revoked { "the token was revoked at pachd and " } else { "" }
+    )]
+    LogoutIncomplete {
+        /// The context.
+        context: String,
+        /// Whether pachd revoked the token.
+        revoked: bool,
+        /// Why the entry remains.
+        source: store::Error,
+    },
     /// The request is malformed.
     #[error("{0}")]
     InvalidRequest(String),
     /// The request asks for something this agent cannot do.
     #[error("{0}")]
     Unsupported(String),
+    /// The identity provider failed or refused.
+    #[error("{source} (context {context:?})")]
+    Oidc {
+        /// The context.
+        context: String,
+        /// The cause.
+        source: crate::oidc::Error,
+    },
+    /// The user did not finish the login in time.
+    #[error("the login to {context:?} timed out after {}: run pachagent login --context {context} again (--timeout sets the wait)", humantime::format_duration(*after))]
+    LoginTimedOut {
+        /// The context.
+        context: String,
+        /// How long it waited.
+        after: Duration,
+    },
+    /// Every caller left before the login finished.
+    #[error("the login to {context:?} was cancelled")]
+    LoginCancelled {
+        /// The context.
+        context: String,
+    },
 }

@@ -34,6 +34,24 @@ pub struct Identity {
     pub expiration: Option<DateTime<Utc>>,
 }
 
+/// The state of a pachd-mediated login: whoever holds it can collect the session, so it is kept secret.
+pub type OidcState = crate::secret::Secret<OidcStateKind>;
+
+/// Marker for [`OidcState`].
+pub enum OidcStateKind {}
+impl crate::secret::SecretKind for OidcStateKind {
+    const NAME: &'static str = "OidcState";
+}
+
+/// A started pachd-mediated login.
+#[derive(Debug)]
+pub struct OidcLogin {
+    /// Where the user's browser goes.
+    pub login_url: String,
+    /// What `Authenticate{oidc_state}` waits on.
+    pub state: OidcState,
+}
+
 /// What went wrong talking to pachd, named by what happens next.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
@@ -164,6 +182,36 @@ impl PachdClient {
             id_token: id_token.expose_secret().to_owned(),
         });
         req.set_timeout(CALL_TIMEOUT);
+        let resp = self.api.clone().authenticate(req).await.map_err(|s| Error::from_status(&s, &self.address))?;
+        let token = PachToken::new(resp.into_inner().pach_token);
+        if token.is_empty() {
+            return Err(Error::Refused { code: Code::Internal, message: "pachd returned an empty token".into() });
+        }
+        Ok(token)
+    }
+
+    /// Starts pachctl's login: pachd creates a 3-minute state and returns the provider URL for the browser.
+    ///
+    /// # Errors
+    /// [`Error::Refused`] when pachd has no OIDC provider configured, transport errors.
+    pub async fn get_oidc_login(&self) -> Result<OidcLogin, Error> {
+        let mut req = Request::new(auth::GetOidcLoginRequest {});
+        req.set_timeout(CALL_TIMEOUT);
+        let resp = self.api.clone().get_oidc_login(req).await.map_err(|s| Error::from_status(&s, &self.address))?;
+        let resp = resp.into_inner();
+        Ok(OidcLogin { login_url: resp.login_url, state: OidcState::new(resp.state) })
+    }
+
+    /// Waits until pachd's own callback has completed the login for `state`, and returns the session token.
+    /// pachd blocks this call until then (or until the state expires); dropping the future cancels it.
+    ///
+    /// # Errors
+    /// [`Error::Refused`] with pachd's message ("authorization failed", "OIDC state token expired").
+    pub async fn authenticate_oidc_state(&self, state: &OidcState) -> Result<PachToken, Error> {
+        let req = Request::new(auth::AuthenticateRequest {
+            oidc_state: state.expose_secret().to_owned(),
+            id_token: String::new(),
+        });
         let resp = self.api.clone().authenticate(req).await.map_err(|s| Error::from_status(&s, &self.address))?;
         let token = PachToken::new(resp.into_inner().pach_token);
         if token.is_empty() {

@@ -32,6 +32,7 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 use crate::config::StoreChoice;
+use crate::secret::ClientSecret;
 pub use error::Error;
 pub use record::StoredSession;
 
@@ -291,6 +292,49 @@ impl Store {
         Ok(())
     }
 
+    /// Stores the OAuth client secret of a confidential client for `context` (a separate entry, so that a
+    /// logout never deletes it).
+    ///
+    /// # Errors
+    ///
+    /// The backend's errors.
+    pub async fn save_client_secret(&self, context: &str, secret: &ClientSecret) -> Result<(), Error> {
+        check_name("context", context, false)?;
+        let account = client_secret_account(context);
+        let bytes = Zeroizing::new(secret.expose_secret().as_bytes().to_vec());
+        self.call(move |raw| raw.set(&account, &bytes)).await
+    }
+
+    /// The client secret stored for `context`, if any.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] when the entry is not UTF-8; the backend's errors otherwise.
+    pub async fn load_client_secret(&self, context: &str) -> Result<Option<ClientSecret>, Error> {
+        check_name("context", context, false)?;
+        let account = client_secret_account(context);
+        let bytes = self.call(move |raw| raw.get(&account)).await?;
+        bytes
+            .map(|b| {
+                String::from_utf8(b.to_vec()).map(ClientSecret::new).map_err(|_| Error::Corrupt {
+                    context: context.to_owned(),
+                    reason: "the stored client secret is not text: store it again with pachagent context add --client-secret-stdin".into(),
+                })
+            })
+            .transpose()
+    }
+
+    /// Removes the client secret of `context`; `true` when there was one.
+    ///
+    /// # Errors
+    ///
+    /// The backend's errors.
+    pub async fn delete_client_secret(&self, context: &str) -> Result<bool, Error> {
+        check_name("context", context, false)?;
+        let account = client_secret_account(context);
+        self.call(move |raw| raw.remove(&account)).await
+    }
+
     /// Removes the entry for `context`; `true` when there was one.
     ///
     /// # Errors
@@ -333,6 +377,12 @@ impl Store {
             }
         }
     }
+}
+
+/// The entry holding a context's client secret. `#` cannot appear in a context name, so this never collides
+/// with a session entry.
+fn client_secret_account(context: &str) -> String {
+    format!("{context}#client-secret")
 }
 
 /// Rejects names that cannot name an entry unambiguously. A service may not contain `:` because the keyutils

@@ -1,15 +1,16 @@
 //! The on-store format of one context's session: a small versioned JSON record.
 //!
 //! Owns [`StoredSession`] and its encoding, so that every backend stores exactly the same bytes and a record
-//! written through one store reads back through any other. The record never holds the ID token or a refresh
-//! token: those are large, and the kernel keyutils quota for an ordinary user is 20,000 bytes for all keys.
+//! written through one store reads back through any other. The record never holds the ID token (large, and
+//! useless once traded): the kernel keyutils quota for an ordinary user is 20,000 bytes for all keys. It holds
+//! the refresh token of an OIDC session, since that is what renews the session after a restart.
 //! Knows nothing of where the bytes go.
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::Error;
-use crate::secret::PachToken;
+use crate::secret::{PachToken, RefreshToken};
 
 /// The record version this build writes, and the highest it reads.
 const VERSION: u32 = 1;
@@ -31,6 +32,8 @@ pub struct StoredSession {
     pub pachd_address: String,
     /// The OIDC issuer, when the session came from an OIDC login.
     pub issuer: Option<String>,
+    /// The provider's refresh token, when the session can be renewed without the user.
+    pub refresh_token: Option<RefreshToken>,
     /// When this record was written, in unix seconds.
     pub stored_at: i64,
 }
@@ -45,6 +48,8 @@ struct RecordOut<'a> {
     method: &'a str,
     pachd_address: &'a str,
     issuer: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
     stored_at: i64,
 }
 
@@ -59,6 +64,8 @@ struct RecordV1 {
     pachd_address: String,
     #[serde(default)]
     issuer: Option<String>,
+    #[serde(default)]
+    refresh_token: Option<String>,
     stored_at: i64,
 }
 
@@ -82,6 +89,7 @@ pub(super) fn encode(context: &str, session: &StoredSession) -> Result<Zeroizing
         method: &session.method,
         pachd_address: &session.pachd_address,
         issuer: session.issuer.as_deref(),
+        refresh_token: session.refresh_token.as_ref().map(|t| t.expose_secret()),
         stored_at: session.stored_at,
     };
     // Reserve enough up front that the buffer holding the token is not reallocated: a reallocation would leave
@@ -91,7 +99,8 @@ pub(super) fn encode(context: &str, session: &StoredSession) -> Result<Zeroizing
             + out.username.len()
             + out.method.len()
             + out.pachd_address.len()
-            + out.issuer.map_or(0, str::len));
+            + out.issuer.map_or(0, str::len)
+            + out.refresh_token.map_or(0, str::len));
     let mut buf = Zeroizing::new(Vec::with_capacity(estimate));
     serde_json::to_writer(&mut *buf, &out).map_err(|e| Error::Corrupt {
         context: context.to_owned(),
@@ -127,6 +136,7 @@ pub(super) fn decode(context: &str, bytes: &[u8]) -> Result<StoredSession, Error
                 method: r.method,
                 pachd_address: r.pachd_address,
                 issuer: r.issuer,
+                refresh_token: r.refresh_token.map(RefreshToken::new),
                 stored_at: r.stored_at,
             })
         }

@@ -15,6 +15,7 @@ fn session() -> StoredSession {
         method: "oidc".to_owned(),
         pachd_address: "grpcs://pachd.example.com:443".to_owned(),
         issuer: Some("https://dex.example.com".to_owned()),
+        refresh_token: None,
         stored_at: 1_800_000_000,
     }
 }

@@ -4,7 +4,10 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod chromium;
 pub mod issuer;
+pub mod keyring_env;
+pub mod op;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -19,6 +22,8 @@ use tonic::transport::Channel;
 pub struct PachdDev {
     pub address: String,
     pub root_token: String,
+    /// The JSON line pachd-dev printed when ready (`pachd`, `issuer`, `oidc_callback`).
+    pub ready: serde_json::Value,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -31,6 +36,16 @@ impl PachdDev {
 
     /// pachd-dev listening on a given address (to restart it on the same port).
     pub fn start_with(issuer: Option<&str>, session_ttl: Option<&str>, listen: Option<&str>) -> Self {
+        Self::start_with_args(issuer, session_ttl, listen, &[])
+    }
+
+    /// pachd-dev with extra flags (e.g. `--client-id`, `--client-secret-file`).
+    pub fn start_with_args(
+        issuer: Option<&str>,
+        session_ttl: Option<&str>,
+        listen: Option<&str>,
+        extra: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root_token = format!("root-{}", uuid_like());
         let root_file = dir.path().join("root-token");
@@ -43,12 +58,13 @@ impl PachdDev {
         if let Some(ttl) = session_ttl {
             cmd.arg("--session-ttl").arg(ttl);
         }
+        cmd.args(extra);
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start pachd-dev");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let ready: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
         let address = ready["pachd"].as_str().expect("pachd address").to_owned();
-        Self { address, root_token, child, _dir: dir }
+        Self { address, root_token, child, _dir: dir, ready }
     }
 
     /// The `host:port` pachd-dev listens on.
@@ -277,6 +293,16 @@ impl TestAgent {
         }
     }
 
+    /// Starts the CLI in the background (for logins that wait on a browser); its output is collected as it comes.
+    pub fn spawn_cli(&self, args: &[&str]) -> RunningCli {
+        let mut cmd = self.command(Path::new(env!("CARGO_BIN_EXE_pachagent")));
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("run pachagent");
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        RunningCli { child, stdout, stderr }
+    }
+
     /// Adds a context through the CLI.
     pub fn add_context(&self, name: &str, pachd: &str, extra: &[&str]) {
         let mut args = vec!["context", "add", name, "--pachd", pachd];
@@ -364,4 +390,110 @@ pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
         }
     }
     hits
+}
+
+type Collected = (std::sync::Arc<std::sync::Mutex<String>>, Option<std::thread::JoinHandle<()>>);
+
+fn collect(pipe: impl std::io::Read + Send + 'static) -> Collected {
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = std::sync::Arc::clone(&text);
+    let reader = std::thread::spawn(move || {
+        let mut lines = BufReader::new(pipe);
+        let mut line = String::new();
+        while lines.read_line(&mut line).unwrap_or(0) > 0 {
+            sink.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    });
+    (text, Some(reader))
+}
+
+/// A CLI process still running, e.g. a login waiting for the browser.
+pub struct RunningCli {
+    child: Child,
+    stdout: Collected,
+    stderr: Collected,
+}
+
+impl RunningCli {
+    /// What it printed on stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        self.stderr.0.lock().unwrap().clone()
+    }
+
+    /// Waits until a stderr line satisfies `pick`, and returns what `pick` extracted.
+    #[track_caller]
+    pub fn wait_for_stderr<T>(&mut self, what: &str, pick: impl Fn(&str) -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(found) = self.stderr_so_far().lines().find_map(&pick) {
+                return found;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the CLI exited ({status}) before printing {what}:\n{}", self.stderr_so_far());
+            }
+            assert!(Instant::now() < deadline, "no {what} within 30 s:\n{}", self.stderr_so_far());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The login URL the CLI printed (an indented `http…` line).
+    #[track_caller]
+    pub fn login_url(&mut self) -> String {
+        self.wait_for_stderr("a login URL", |l| l.trim_start().starts_with("http").then(|| l.trim().to_owned()))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the exit (at most `secs` seconds) and returns everything it printed.
+    #[track_caller]
+    pub fn finish(mut self, secs: u64) -> CliOutput {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("the CLI did not exit within {secs} s:\n{}", self.stderr_so_far());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for reader in [self.stdout.1.take(), self.stderr.1.take()].into_iter().flatten() {
+            let _ = reader.join();
+        }
+        CliOutput {
+            code: status.code().unwrap_or(-1),
+            stdout: self.stdout.0.lock().unwrap().clone(),
+            stderr: self.stderr.0.lock().unwrap().clone(),
+        }
+    }
+}
+
+impl Drop for RunningCli {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the scripted user (`tests/browser/fake_user.py`) on `url` in the foreground and returns its exit code.
+pub fn fake_user(url: &str, email: &str, action: &str) -> i32 {
+    Command::new("python3")
+        .arg(op::FAKE_USER)
+        .arg(url)
+        .env("FAKE_USER_FOREGROUND", "1")
+        .env("FAKE_USER_EMAIL", email)
+        .env("FAKE_USER_ACTION", action)
+        .status()
+        .expect("run python3 tests/browser/fake_user.py")
+        .code()
+        .unwrap_or(-1)
+}
+
+/// The value of a query parameter of a URL.
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    url::Url::parse(url).ok()?.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }

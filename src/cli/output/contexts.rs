@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use super::format::{Row, json_line, marker, table};
-use crate::config::Config;
+use crate::config::{Config, Context, RedirectHost};
 
 #[derive(Serialize)]
 struct ContextsJson<'a> {
@@ -21,9 +21,12 @@ struct ContextJson<'a> {
     pachd_address: String,
     method: &'static str,
     issuer: Option<&'a str>,
+    issuer_url: Option<&'a str>,
+    issuer_ca_file: Option<String>,
     client_id: Option<&'a str>,
     scopes: &'a [String],
-    redirect_port: Option<u16>,
+    redirect_ports: &'a [u16],
+    redirect_host: &'static str,
     ca_file: Option<String>,
 }
 
@@ -41,9 +44,12 @@ pub fn contexts(out: &mut dyn Write, err: &mut dyn Write, config: &Config, json:
                 pachd_address: c.pachd.to_string(),
                 method: c.method.as_str(),
                 issuer: c.issuer.as_deref(),
+                issuer_url: c.issuer_url.as_deref(),
+                issuer_ca_file: c.issuer_ca_file.as_ref().map(|p| p.display().to_string()),
                 client_id: c.client_id.as_deref(),
                 scopes: &c.scopes,
-                redirect_port: c.redirect_port,
+                redirect_ports: &c.redirect_ports,
+                redirect_host: c.redirect_host.as_str(),
                 ca_file: c.ca_file.as_ref().map(|p| p.display().to_string()),
             })
             .collect();
@@ -68,10 +74,27 @@ pub fn contexts(out: &mut dyn Write, err: &mut dyn Write, config: &Config, json:
                 c.method.as_str().to_owned(),
                 c.issuer.clone().unwrap_or_else(|| "-".to_owned()),
             ],
-            notes: Vec::new(),
+            notes: notes(c),
         })
         .collect::<Vec<_>>();
     table(out, &["", "NAME", "PACHD", "METHOD", "ISSUER"], &rows)
+}
+
+/// The lines under a context's row: the login settings that differ from the defaults.
+fn notes(c: &Context) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(url) = &c.issuer_url {
+        notes.push(format!("discovery: {url}"));
+    }
+    if !c.redirect_ports.is_empty() || c.redirect_host != RedirectHost::default() {
+        let ports = if c.redirect_ports.is_empty() {
+            "a random port".to_owned()
+        } else {
+            c.redirect_ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
+        };
+        notes.push(format!("redirect: {} on {ports}", c.redirect_host.as_str()));
+    }
+    notes
 }
 
 /// What a `context` edit did, in one sentence on `out`.

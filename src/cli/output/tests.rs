@@ -3,7 +3,7 @@ use serde_json::json;
 
 use super::*;
 use crate::config::Config;
-use crate::proto::agent::{LogoutResult, StoreHealth};
+use crate::proto::agent::{Done, LoginMethod, LogoutResult, MethodChosen, OpenUrl, StoreHealth, UserCode, Waiting};
 
 fn ts(rfc3339: &str) -> Option<prost_types::Timestamp> {
     let t = DateTime::parse_from_rfc3339(rfc3339).unwrap();
@@ -291,18 +291,153 @@ fn login_done_prints_the_whoami_lines() {
     );
 }
 
-#[test]
-fn login_prompts_go_to_stderr() {
-    let url = OpenUrl { url: "https://login.example.com/authorize?x=1".into() };
+/// Runs a text printer that takes (out, err) and returns what each got.
+fn both(f: impl FnOnce(&mut dyn Write, &mut dyn Write) -> io::Result<()>) -> (String, String) {
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    login_step(&mut out, &mut err, LoginStep::OpenUrl(&url), false).unwrap();
-    assert!(out.is_empty());
+    f(&mut out, &mut err).unwrap();
+    (String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
+}
+
+fn step_text(step: LoginStep<'_>) -> String {
+    let (out, err) = both(|o, e| login_step(o, e, step, false));
+    assert!(out.is_empty(), "prompts never go to stdout: {out:?}");
+    err
+}
+
+const AUTH_URL: &str = "https://login.example.com/authorize?x=1";
+
+#[test]
+fn the_url_is_always_printed_and_the_text_says_who_opens_it() {
+    let url = OpenUrl { url: AUTH_URL.into(), ..Default::default() };
     assert_eq!(
-        String::from_utf8(err).unwrap(),
+        step_text(LoginStep::OpenUrl(&url, BrowserPlan::Open)),
+        "Opening a browser to log in. If none opens, visit this URL:\n  https://login.example.com/authorize?x=1\n"
+    );
+    assert_eq!(
+        step_text(LoginStep::OpenUrl(&url, BrowserPlan::NotAsked)),
         "Open this URL in a browser to log in:\n  https://login.example.com/authorize?x=1\n"
     );
-    let value = json_of(|w| login_step(w, &mut Vec::new(), LoginStep::OpenUrl(&url), true));
-    assert_eq!(value, json!({"event": "open_url", "url": "https://login.example.com/authorize?x=1"}));
+}
+
+#[test]
+fn without_a_browser_the_port_forward_hint_is_explained() {
+    let url = OpenUrl {
+        url: AUTH_URL.into(),
+        redirect_uri: "http://127.0.0.1:8765/callback".into(),
+        port_forward_hint: "ssh -L 8765:127.0.0.1:8765 devbox".into(),
+    };
+    assert_eq!(
+        step_text(LoginStep::OpenUrl(&url, BrowserPlan::Unavailable("this is an SSH session without a display"))),
+        "Open this URL in a browser to log in (none can be opened here: this is an SSH session without a \
+         display):\n  https://login.example.com/authorize?x=1\n\
+         The login ends by sending that browser back to a port on this machine, so if it runs on another machine, \
+         first forward the port from there:\n  ssh -L 8765:127.0.0.1:8765 devbox\n"
+    );
+    // A browser here (or --no-browser, where the agent was told a browser flow is fine) needs no tunnel.
+    let text = step_text(LoginStep::OpenUrl(&url, BrowserPlan::NotAsked));
+    assert!(!text.contains("ssh -L"), "{text}");
+}
+
+#[test]
+fn the_device_code_stands_out() {
+    let code = UserCode {
+        user_code: "WDJB-MJHT".into(),
+        verification_uri: "https://login.example.com/device".into(),
+        verification_uri_complete: "https://login.example.com/device?user_code=WDJB-MJHT".into(),
+    };
+    assert_eq!(
+        step_text(LoginStep::UserCode(&code)),
+        "To log in, visit https://login.example.com/device and enter the code\n\n    WDJB-MJHT\n\n\
+         or open this URL, which carries the code:\n  https://login.example.com/device?user_code=WDJB-MJHT\n"
+    );
+    let bare = UserCode { verification_uri_complete: String::new(), ..code };
+    assert!(!step_text(LoginStep::UserCode(&bare)).contains("carries the code"));
+}
+
+#[test]
+fn the_agents_choice_is_explained() {
+    let chosen = MethodChosen {
+        method: LoginMethod::Device.into(),
+        reason: "No browser can be opened here, so using the device flow.".into(),
+    };
+    assert_eq!(
+        step_text(LoginStep::MethodChosen(&chosen)),
+        "No browser can be opened here, so using the device flow.\n"
+    );
+    let silent = MethodChosen { method: LoginMethod::Oidc.into(), reason: String::new() };
+    assert_eq!(step_text(LoginStep::MethodChosen(&silent)), "Using the browser login.\n");
+}
+
+#[test]
+fn waiting_off_a_terminal_is_one_line_with_the_deadline() {
+    let w = Waiting { deadline: ts("2025-02-09T14:46:00Z") };
+    assert_eq!(step_text(LoginStep::Waiting(&w)), "Waiting for the login to finish (until 2025-02-09T14:46:00Z)...\n");
+}
+
+#[test]
+fn the_spinner_counts_down_to_the_second() {
+    let now = Utc.with_ymd_and_hms(2025, 2, 9, 14, 41, 0).unwrap();
+    let at = |s: i64| waiting_message(Some(now + chrono::TimeDelta::seconds(s)), now);
+    assert_eq!(at(299), "Waiting for the login to finish: 4m 59s left (press Ctrl-C to cancel)");
+    assert_eq!(at(65), "Waiting for the login to finish: 1m 05s left (press Ctrl-C to cancel)");
+    assert_eq!(at(9), "Waiting for the login to finish: 9s left (press Ctrl-C to cancel)");
+    assert_eq!(at(-3), "Waiting for the login to finish: 0s left (press Ctrl-C to cancel)");
+    assert_eq!(at(2 * 3600 + 5 * 60), "Waiting for the login to finish: 2h 05m left (press Ctrl-C to cancel)");
+    assert_eq!(waiting_message(None, now), "Waiting for the login to finish (press Ctrl-C to cancel)");
+}
+
+#[test]
+fn a_failed_browser_launch_is_a_warning() {
+    let (_, err) = both(|_, e| browser_failed(e, &io::Error::new(io::ErrorKind::NotFound, "no xdg-open")));
+    assert_eq!(err, "pachagent: warning: could not open a browser (no xdg-open): open the URL above yourself\n");
+}
+
+#[test]
+fn an_existing_session_is_reported_before_the_whoami_lines() {
+    let done = Done {
+        context: "prod".into(),
+        username: "user:alice@example.com".into(),
+        expiration: ts("2025-02-09T14:41:00Z"),
+        method: LoginMethod::Oidc.into(),
+        already_logged_in: true,
+    };
+    let (out, err) = both(|o, e| login_done(o, e, &done, false));
+    assert_eq!(out, "You are \"user:alice@example.com\"\nsession expires: 09 Feb 25 14:41 UTC\n");
+    assert_eq!(err, "Context \"prod\" already has a valid session; run pachagent login --force to log in again.\n");
+    assert_eq!(json_of(|w| login_done(w, &mut Vec::new(), &done, true))["already_logged_in"], true);
+}
+
+#[test]
+fn login_events_have_stable_json_shapes() {
+    let json = |step: LoginStep<'_>| json_of(|w| login_step(w, &mut Vec::new(), step, true));
+    let url = OpenUrl {
+        url: AUTH_URL.into(),
+        redirect_uri: "http://127.0.0.1:8765/callback".into(),
+        port_forward_hint: "ssh -L 8765:127.0.0.1:8765 devbox".into(),
+    };
+    assert_eq!(
+        json(LoginStep::OpenUrl(&url, BrowserPlan::Open)),
+        json!({"event": "open_url", "url": AUTH_URL, "redirect_uri": "http://127.0.0.1:8765/callback",
+               "port_forward_hint": "ssh -L 8765:127.0.0.1:8765 devbox"})
+    );
+    let bare = OpenUrl { url: AUTH_URL.into(), ..Default::default() };
+    assert_eq!(
+        json(LoginStep::OpenUrl(&bare, BrowserPlan::NotAsked)),
+        json!({"event": "open_url", "url": AUTH_URL, "redirect_uri": null, "port_forward_hint": null})
+    );
+    let chosen = MethodChosen { method: LoginMethod::Oidc.into(), reason: "a browser is available".into() };
+    assert_eq!(
+        json(LoginStep::MethodChosen(&chosen)),
+        json!({"event": "method_chosen", "method": "oidc", "reason": "a browser is available"})
+    );
+    let code = UserCode { user_code: "ABCD".into(), verification_uri: "https://i/device".into(), ..Default::default() };
+    assert_eq!(
+        json(LoginStep::UserCode(&code)),
+        json!({"event": "user_code", "user_code": "ABCD", "verification_uri": "https://i/device",
+               "verification_uri_complete": null})
+    );
+    let w = Waiting { deadline: ts("2025-02-09T14:46:00Z") };
+    assert_eq!(json(LoginStep::Waiting(&w)), json!({"event": "waiting", "deadline": "2025-02-09T14:46:00Z"}));
 }
 
 #[test]
@@ -333,6 +468,41 @@ fn context_list_marks_the_active_context() {
     assert_eq!(
         value["contexts"][0],
         json!({"name": "dev", "active": false, "pachd_address": "grpc://localhost:30650", "method": "pachd",
-               "issuer": null, "client_id": null, "scopes": [], "redirect_port": null, "ca_file": null})
+               "issuer": null, "issuer_url": null, "issuer_ca_file": null, "client_id": null, "scopes": [],
+               "redirect_ports": [], "redirect_host": "127.0.0.1", "ca_file": null})
     );
+}
+
+#[test]
+fn context_list_shows_non_default_login_settings_under_the_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let config = Config::add_context(
+        &path,
+        "corp",
+        crate::config::NewContext {
+            pachd_address: "grpcs://pachd.corp:443".into(),
+            issuer: Some("https://sso.corp/".into()),
+            issuer_url: Some("http://dex.local:5556/".into()),
+            client_id: Some("pachagent".into()),
+            redirect_ports: vec![8765, 8766],
+            redirect_host: Some(crate::config::RedirectHost::Localhost),
+            method: Some(crate::config::Method::Device),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        text(|w| contexts(w, &mut Vec::new(), &config, false)),
+        "   NAME  PACHD                   METHOD  ISSUER\n\
+         *  corp  grpcs://pachd.corp:443  device  https://sso.corp/\n\
+         \x20  discovery: http://dex.local:5556/\n\
+         \x20  redirect: localhost on 8765, 8766\n"
+    );
+    let value = json_of(|w| contexts(w, &mut Vec::new(), &config, true));
+    let ctx = &value["contexts"][0];
+    assert_eq!(ctx["redirect_ports"], json!([8765, 8766]));
+    assert_eq!(ctx["redirect_host"], "localhost");
+    assert_eq!(ctx["issuer_url"], "http://dex.local:5556/");
+    assert_eq!(ctx["method"], "device");
 }

@@ -64,6 +64,7 @@ pub(super) struct Claims {
     aud: Vec<String>,
     exp: Option<GoTime>,
     nbf: Option<GoTime>,
+    nonce: String,
     email: Option<Value>,
 }
 
@@ -100,7 +101,12 @@ impl Claims {
             None => Ok(None),
             Some(v) => GoTime::from_json(v).map(Some).ok_or_else(|| mismatch(name, v, "oidc.jsonTime")),
         };
-        Ok(Self { iss, aud, exp: time("exp")?, nbf: time("nbf")?, email: field("email").cloned() })
+        let nonce = match field("nonce") {
+            None => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => return Err(mismatch("nonce", v, "string")),
+        };
+        Ok(Self { iss, aud, exp: time("exp")?, nbf: time("nbf")?, nonce, email: field("email").cloned() })
     }
 
     /// go-oidc's claim checks, in its order: issuer, audience, expiry, not-before.
@@ -127,6 +133,11 @@ impl Claims {
     /// The `exp` claim (Go's zero time when absent, though such a token never passes [`Claims::check`]).
     pub(super) fn expiry(&self) -> SystemTime {
         self.exp.unwrap_or(GoTime::ZERO).to_system_time()
+    }
+
+    /// go-oidc's `IDToken.Nonce`: empty when the token has none.
+    pub(super) fn nonce(&self) -> String {
+        self.nonce.clone()
     }
 
     /// pachd's `IDTokenClaims.Email`.

@@ -2,16 +2,18 @@
 //!
 //! Handlers are thin: each reads the caller's token, calls a method of [`AuthService`] that returns
 //! `Result<_, AuthError>`, and [`AuthError`]'s conversion picks the gRPC code in one place. State lives in
-//! [`AuthState`]: whether auth is active and a [`TokenTable`] of hashed tokens.
+//! [`AuthState`] (whether auth is active and a [`TokenTable`] of hashed tokens) and, for pachctl's login, in the
+//! OIDC [`StateTable`] shared with the HTTP callback.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 use tracing::{debug, info};
 
-use crate::devstack::idtoken::{self, Verifier};
+use super::oidc_state::{OidcClient, StateTable};
+use crate::devstack::idtoken;
 use crate::devstack::tokens::{self, ROOT_SUBJECT, TokenInfo, TokenTable};
 use crate::proto::auth::api_server::Api;
 use crate::proto::auth::{
@@ -55,11 +57,16 @@ pub(super) enum AuthError {
     UnrecognizedMechanism,
     #[error("OIDC ID provider configuration not found")]
     OidcNotConfigured,
-    #[error(
-        "pachd-dev does not offer the oidc_state login (GetOIDCLogin + Authenticate{{oidc_state}}) yet; \
-         authenticate with an id_token instead"
-    )]
-    OidcStateLoginUnsupported,
+    /// pachd's `errAuthFailed`: the callback recorded a conversion error for the state.
+    #[error("authorization failed")]
+    OidcAuthFailed,
+    /// pachd's `errTokenDeleted`: the state's TTL passed while Authenticate waited.
+    #[error("error during authorization: OIDC state token expired")]
+    OidcStateExpired,
+    /// pachd-dev is stopping while Authenticate waited on an OIDC state (a real pachd's call would simply die
+    /// with its connection; this says so instead).
+    #[error("pachd-dev is shutting down")]
+    ShuttingDown,
     #[error(transparent)]
     IdToken(#[from] idtoken::Error),
 }
@@ -68,15 +75,18 @@ impl AuthError {
     /// pachd's code: its sentinel errors carry one; everything else is a plain Go error, hence Unknown.
     pub(super) fn code(&self) -> Code {
         match self {
-            Self::NotActivated | Self::AlreadyActivated | Self::OidcStateLoginUnsupported => Code::Unimplemented,
+            Self::NotActivated | Self::AlreadyActivated => Code::Unimplemented,
             Self::NotSignedIn | Self::BadToken => Code::Unauthenticated,
             Self::ExpiredToken => Code::Internal,
+            Self::ShuttingDown => Code::Unavailable,
             // pachyderm-auth.md §2 lists PermissionDenied for a missing permission.
             Self::NotAuthorized { .. } => Code::PermissionDenied,
             Self::MultipleTokens
             | Self::RobotNameWithColon
             | Self::UnrecognizedMechanism
             | Self::OidcNotConfigured
+            | Self::OidcAuthFailed
+            | Self::OidcStateExpired
             | Self::IdToken(_) => Code::Unknown,
         }
     }
@@ -122,7 +132,10 @@ impl AuthState {
 #[derive(Debug)]
 pub(super) struct AuthService {
     state: Mutex<AuthState>,
-    verifier: Option<Verifier>,
+    /// pachd's OIDC client; `None` without an issuer ("OIDC ID provider configuration not found").
+    oidc: Option<Arc<OidcClient>>,
+    /// The OIDC states of pachctl logins. Present even without an issuer, as pachd's etcd collection is.
+    states: Arc<StateTable>,
     session_ttl: Duration,
 }
 
@@ -139,18 +152,23 @@ fn token_of(metadata: &MetadataMap) -> Result<Option<&str>, AuthError> {
 
 impl AuthService {
     /// A service with auth active from the start when `root` is given (pachd's `AUTH_ROOT_TOKEN`).
-    pub(super) fn new(verifier: Option<Verifier>, root: Option<&PachToken>, session_ttl: Duration) -> Self {
+    pub(super) fn new(
+        oidc: Option<Arc<OidcClient>>,
+        states: Arc<StateTable>,
+        root: Option<&PachToken>,
+        session_ttl: Duration,
+    ) -> Self {
         let mut state = AuthState::default();
         if let Some(root) = root {
             state.activate(root);
             info!("auth is active: the root token came from the configuration");
         }
-        Self { state: Mutex::new(state), verifier, session_ttl }
+        Self { state: Mutex::new(state), oidc, states, session_ttl }
     }
 
     /// The configured issuer, if any.
     pub(super) fn issuer(&self) -> Option<&str> {
-        self.verifier.as_ref().map(Verifier::issuer)
+        self.oidc.as_deref().map(|o| o.verifier.issuer())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, AuthState> {
@@ -213,12 +231,12 @@ impl AuthService {
     pub(super) async fn exchange(&self, req: &AuthenticateRequest, now: SystemTime) -> Result<PachToken, AuthError> {
         self.lock().ensure_active()?;
         if !req.oidc_state.is_empty() {
-            return Err(AuthError::OidcStateLoginUnsupported);
+            return self.exchange_oidc_state(&req.oidc_state).await;
         }
         if req.id_token.is_empty() {
             return Err(AuthError::UnrecognizedMechanism);
         }
-        let verifier = self.verifier.as_ref().ok_or(AuthError::OidcNotConfigured)?;
+        let verifier = &self.oidc.as_deref().ok_or(AuthError::OidcNotConfigured)?.verifier;
         let verified = verifier.verify(&req.id_token, now).await?;
         // pachd: whole seconds until the ID token expires, capped at the session duration.
         let left = verified.expiry.duration_since(now).unwrap_or_default();
@@ -228,6 +246,24 @@ impl AuthService {
         debug!(subject = %info.subject, ttl_secs = ttl.as_secs(), "session token issued for an ID token");
         self.lock().tokens.insert(&token, info);
         Ok(token)
+    }
+
+    /// `Authenticate{oidc_state}`: waits for the callback, then a session of exactly the session duration
+    /// (pachd does not tie it to the ID token here). Dropping the future (the client went away) ends the wait.
+    async fn exchange_oidc_state(&self, state: &str) -> Result<PachToken, AuthError> {
+        let email = self.states.wait_for_email(state).await?;
+        let info = TokenInfo::expiring(format!("{USER_PREFIX}{email}"), SystemTime::now(), self.session_ttl);
+        let token = tokens::new_token();
+        debug!(subject = %info.subject, ttl_secs = self.session_ttl.as_secs(), "session token issued for an OIDC login");
+        self.lock().tokens.insert(&token, info);
+        Ok(token)
+    }
+
+    /// `GetOIDCLogin`: needs an issuer, not an active auth service.
+    pub(super) async fn oidc_login(&self) -> Result<GetOidcLoginResponse, AuthError> {
+        let client = self.oidc.as_deref().ok_or(AuthError::OidcNotConfigured)?;
+        let (login_url, state) = client.login_url(&self.states).await?;
+        Ok(GetOidcLoginResponse { login_url, state })
     }
 }
 
@@ -272,11 +308,7 @@ impl Api for AuthService {
         &self,
         _request: Request<GetOidcLoginRequest>,
     ) -> Result<Response<GetOidcLoginResponse>, Status> {
-        let result = match self.verifier {
-            None => Err(AuthError::OidcNotConfigured),
-            Some(_) => Err(AuthError::OidcStateLoginUnsupported),
-        };
-        respond("GetOIDCLogin", result)
+        respond("GetOIDCLogin", self.oidc_login().await)
     }
 
     async fn get_robot_token(

@@ -11,7 +11,11 @@ use crate::proto::auth::AuthenticateRequest;
 
 fn service(root: Option<&str>) -> AuthService {
     let opts = PachdDevOptions { root_token: root.map(|r| PachToken::new(r.to_owned())), ..Default::default() };
-    PachdDev::new(opts).unwrap().service
+    PachdDev::new(opts, oidc_addr()).unwrap().service
+}
+
+fn oidc_addr() -> SocketAddr {
+    "127.0.0.1:1657".parse().unwrap()
 }
 
 fn with_token(tokens: &[&str]) -> MetadataMap {
@@ -117,16 +121,31 @@ async fn authenticate_without_a_credential_or_issuer_answers_like_pachd() {
     let id = AuthenticateRequest { id_token: "x.y.z".into(), oidc_state: String::new() };
     let err = svc.exchange(&id, now).await.unwrap_err();
     assert_eq!(status_of(err), (Code::Unknown, "OIDC ID provider configuration not found".into()));
+    // Like pachd's etcd watch, an unknown state is waited on until the caller gives up.
     let state = AuthenticateRequest { oidc_state: "s".into(), id_token: String::new() };
-    assert_eq!(status_of(svc.exchange(&state, now).await.unwrap_err()).0, Code::Unimplemented);
+    let waited = tokio::time::timeout(Duration::from_millis(100), svc.exchange(&state, now)).await;
+    assert!(waited.is_err(), "an unknown state blocks");
+}
+
+#[tokio::test]
+async fn get_oidc_login_without_an_issuer_answers_like_pachd() {
+    let svc = service(None);
+    let err = svc.oidc_login().await.unwrap_err();
+    assert_eq!(status_of(err), (Code::Unknown, "OIDC ID provider configuration not found".into()));
 }
 
 #[test]
 fn the_ready_line_is_one_json_object_with_the_grpc_address() {
     let addr: SocketAddr = "127.0.0.1:41234".parse().unwrap();
-    assert_eq!(ready_line(addr, None), r#"{"pachd":"grpc://127.0.0.1:41234"}"#);
-    let line: serde_json::Value = serde_json::from_str(&ready_line(addr, Some("http://127.0.0.1:1"))).unwrap();
+    let callback = callback_url("127.0.0.1:41235".parse().unwrap());
+    assert_eq!(
+        ready_line(addr, None, &callback),
+        r#"{"pachd":"grpc://127.0.0.1:41234","oidc_callback":"http://127.0.0.1:41235/authorization-code/callback"}"#
+    );
+    let line: serde_json::Value =
+        serde_json::from_str(&ready_line(addr, Some("http://127.0.0.1:1"), &callback)).unwrap();
     assert_eq!(line["issuer"], "http://127.0.0.1:1");
+    assert_eq!(line["oidc_callback"], callback);
 }
 
 #[test]
@@ -137,4 +156,40 @@ fn a_root_token_file_is_trimmed_and_must_not_be_empty() {
     assert_eq!(read_root_token_file(&path).unwrap().expose_secret(), "t0ken");
     std::fs::write(&path, "\n").unwrap();
     assert!(matches!(read_root_token_file(&path), Err(Error::EmptyRootToken { .. })));
+}
+
+#[test]
+fn a_client_secret_file_is_trimmed_and_must_not_be_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secret");
+    std::fs::write(&path, "s3cret\n").unwrap();
+    assert_eq!(read_client_secret_file(&path).unwrap().expose_secret(), "s3cret");
+    std::fs::write(&path, " ").unwrap();
+    assert!(matches!(read_client_secret_file(&path), Err(Error::EmptyClientSecret { .. })));
+}
+
+#[test]
+fn the_default_redirect_uri_is_pachd_devs_own_callback() {
+    let dev = PachdDev::new(PachdDevOptions::default(), oidc_addr()).unwrap();
+    assert_eq!(dev.redirect_uri(), "http://127.0.0.1:1657/authorization-code/callback");
+    let opts = PachdDevOptions { redirect_uri: Some("http://localhost:30657/x".into()), ..Default::default() };
+    assert_eq!(PachdDev::new(opts, oidc_addr()).unwrap().redirect_uri(), "http://localhost:30657/x");
+}
+
+#[tokio::test]
+async fn the_oidc_port_answers_200_ok_everywhere_but_the_callback_like_pachds_mux() {
+    use hyper::Method;
+
+    use crate::devstack::http::HttpRequest;
+
+    let dev = PachdDev::new(PachdDevOptions::default(), oidc_addr()).unwrap();
+    for (method, target) in [(Method::GET, "/"), (Method::POST, "/healthz"), (Method::GET, "/authorization-code")] {
+        let r = dev.callback.handle(HttpRequest::new(method, target, &[], "")).await;
+        assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"200 OK"[..]), "{target}");
+    }
+    let missing = dev.callback.handle(HttpRequest::new(Method::GET, "/authorization-code/callback?state=s", &[], ""));
+    let missing = missing.await;
+    assert_eq!(missing.status.as_u16(), 400);
+    assert_eq!(&missing.body[..], b"invalid OIDC callback request: missing OIDC state token or authorization code\n");
+    assert_eq!(missing.header(&hyper::header::X_CONTENT_TYPE_OPTIONS), Some("nosniff"));
 }

@@ -1,0 +1,83 @@
+//! Keeping the keyring in line with memory. A store call that fails leaves memory as the truth; one that timed
+//! out may still land later (a frozen keyring daemon works through its queue when it wakes), so the context is
+//! marked out of sync and rewritten from memory — or its entry deleted — as soon as the store answers again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tracing::{info, warn};
+
+use super::{Error, SessionEngine, lock, read};
+use crate::store::{self, StoredSession};
+
+/// How often the resync task retries while some context is out of sync.
+const RESYNC_INTERVAL: Duration = Duration::from_secs(3);
+
+impl SessionEngine {
+    /// Stores a session record; a failure is recorded for `status` and, when the write may still land, the
+    /// context is marked for resync.
+    pub(super) async fn save(&self, name: &str, stored: &StoredSession) -> Result<(), Error> {
+        match self.store.save(name, stored).await {
+            Ok(()) => {
+                self.note_store_ok();
+                Ok(())
+            }
+            Err(e) => {
+                self.note_store_error(&e);
+                if matches!(e, store::Error::TimedOut { .. }) {
+                    self.mark_out_of_sync(name);
+                }
+                Err(Error::Store { context: name.to_owned(), source: e })
+            }
+        }
+    }
+
+    pub(super) fn note_store_ok(&self) {
+        *lock(&self.store_error) = None;
+    }
+
+    pub(super) fn note_store_error(&self, e: &store::Error) {
+        *lock(&self.store_error) = Some(e.to_string());
+    }
+
+    pub(super) fn mark_out_of_sync(&self, name: &str) {
+        lock(&self.out_of_sync).insert(name.to_owned());
+        self.resync_needed.notify_one();
+    }
+
+    /// Rewrites every out-of-sync context from memory (or deletes its entry when memory has no session).
+    pub async fn resync(&self) {
+        let pending: Vec<String> = lock(&self.out_of_sync).iter().cloned().collect();
+        for name in pending {
+            let _guard = self.context_lock(&name).lock_owned().await;
+            let session = read(&self.sessions).get(&name).map(|s| s.to_stored(Utc::now()));
+            let result = match &session {
+                Some(stored) => self.store.save(&name, stored).await.map(|()| true),
+                None => self.store.delete(&name).await,
+            };
+            match result {
+                Ok(_) => {
+                    self.note_store_ok();
+                    lock(&self.out_of_sync).remove(&name);
+                    info!(context = %name, kept = session.is_some(), "keyring entry brought back in line with the agent");
+                }
+                Err(e) => {
+                    self.note_store_error(&e);
+                    warn!(context = %name, error = %e, "keyring still unavailable; will retry");
+                }
+            }
+        }
+    }
+
+    /// Runs for the agent's lifetime: sleeps until a context falls out of sync, then retries until none is.
+    pub async fn resync_task(self: Arc<Self>) {
+        loop {
+            self.resync_needed.notified().await;
+            while !lock(&self.out_of_sync).is_empty() {
+                tokio::time::sleep(RESYNC_INTERVAL).await;
+                self.resync().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The loopback listener the provider sends the browser back to at the end of a login.
+//!
+//! It binds 127.0.0.1 only, answers exactly one valid callback — a GET of `/callback` on the loopback host it
+//! announced, carrying the login's `state` once — and turns everything else away with a 400 page while the login
+//! keeps waiting: a forged or replayed `state`, a missing `code`, a duplicated parameter, a `Host` of another name
+//! (DNS rebinding), another method. The browser's page is answered only when the login has finished, so it can
+//! say whether it worked. The listener closes as soon as the valid callback has arrived.
+
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use super::Error;
+use crate::config::RedirectHost;
+
+/// The path of the redirect URI.
+pub const CALLBACK_PATH: &str = "/callback";
+
+/// How long a browser connection may take to send its request headers (slow-loris defence).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest request head accepted; a real callback is a few hundred bytes.
+const MAX_REQUEST_BYTES: usize = 16 * 1024;
+
+/// How long the browser's page waits for the login to finish after the callback.
+const RESULT_WAIT: Duration = Duration::from_secs(60);
+
+/// A bound loopback listener, not yet serving.
+#[derive(Debug)]
+pub struct CallbackListener {
+    listener: TcpListener,
+    port: u16,
+    host: RedirectHost,
+}
+
+/// What the provider's redirect carried.
+#[derive(Debug)]
+pub enum Callback {
+    /// The authorization code to exchange.
+    Code(String),
+    /// The provider refused (e.g. the user pressed Cancel: `access_denied`).
+    Refused {
+        /// The OAuth error code.
+        error: String,
+        /// The provider's explanation.
+        description: Option<String>,
+    },
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Responder")
+    }
+}
+
+/// Answers the browser once the login has an outcome.
+pub struct Responder(oneshot::Sender<Page>);
+
+/// The page the browser finally shows.
+#[derive(Debug, Clone)]
+pub enum Page {
+    /// The login worked.
+    LoggedIn {
+        /// Who is now logged in.
+        username: String,
+    },
+    /// The login failed; the message says why.
+    Failed {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl Responder {
+    /// Shows `page` in the browser.
+    pub fn answer(self, page: Page) {
+        // The browser may have gone away; nothing to do then.
+        let _ = self.0.send(page);
+    }
+}
+
+/// Binds 127.0.0.1 on the first free port of `ports` (tried in order), or on a random port when `ports` is
+/// empty.
+///
+/// # Errors
+/// [`Error::Listener`] naming the ports that were busy and the fix.
+pub async fn bind(ports: &[u16], host: RedirectHost) -> Result<CallbackListener, Error> {
+    let candidates: Vec<u16> = if ports.is_empty() { vec![0] } else { ports.to_vec() };
+    let mut failures = Vec::new();
+    for port in candidates {
+        match TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await {
+            Ok(listener) => {
+                let port = listener.local_addr().map_err(|e| Error::Listener(e.to_string()))?.port();
+                return Ok(CallbackListener { listener, port, host });
+            }
+            Err(e) => failures.push(format!("{port} ({e})")),
+        }
+    }
+    Err(Error::Listener(format!(
+        "cannot listen for the login redirect on 127.0.0.1 port {}: free one of them or change redirect_ports in the \
+         context (each must be registered at the provider)",
+        failures.join(", ")
+    )))
+}
+
+impl CallbackListener {
+    /// The redirect URI to register with the provider and send in the authorization request.
+    pub fn redirect_uri(&self) -> String {
+        format!("http://{}:{}{CALLBACK_PATH}", self.host.as_str(), self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until a request carries `state`, then stops listening and returns what it carried with the means
+    /// to answer that browser. Invalid requests get a 400 page and change nothing.
+    ///
+    /// # Errors
+    /// [`Error::Listener`] if accepting fails for good.
+    pub async fn wait(self, state: &str) -> Result<(Callback, Responder), Error> {
+        let (tx, mut rx) = mpsc::channel(1);
+        let shared = Arc::new(Shared {
+            state: state.as_bytes().to_vec(),
+            hosts: [format!("127.0.0.1:{}", self.port), format!("localhost:{}", self.port)],
+            delivered: Mutex::new(Some(tx)),
+        });
+        loop {
+            tokio::select! {
+                delivered = rx.recv() => {
+                    return delivered.ok_or_else(|| Error::Listener("the callback listener stopped".into()));
+                }
+                accepted = self.listener.accept() => {
+                    let (stream, peer) = accepted.map_err(|e| Error::Listener(format!("accepting the redirect failed: {e}")))?;
+                    let shared = Arc::clone(&shared);
+                    tokio::spawn(async move {
+                        let service = service_fn(move |req| handle(req, Arc::clone(&shared)));
+                        let served = http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(HEADER_TIMEOUT)
+                            .max_buf_size(MAX_REQUEST_BYTES)
+                            .keep_alive(false)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                        if let Err(e) = served {
+                            debug!(%peer, error = %e, "callback connection ended");
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+struct Shared {
+    state: Vec<u8>,
+    hosts: [String; 2],
+    delivered: Mutex<Option<mpsc::Sender<(Callback, Responder)>>>,
+}
+
+async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Full<Bytes>>, Infallible> {
+    match check(&req, &shared) {
+        Err(why) => {
+            warn!(reason = why, "refused a request on the login callback");
+            Ok(page(StatusCode::BAD_REQUEST, "Not a valid login callback", why))
+        }
+        Ok(callback) => {
+            let sender = shared.delivered.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            let Some(sender) = sender else {
+                return Ok(page(
+                    StatusCode::BAD_REQUEST,
+                    "Already used",
+                    "this login has already received its callback",
+                ));
+            };
+            let (page_tx, page_rx) = oneshot::channel();
+            if sender.send((callback, Responder(page_tx))).await.is_err() {
+                return Ok(page(StatusCode::GONE, "Login over", "the login this link belongs to has ended"));
+            }
+            Ok(match tokio::time::timeout(RESULT_WAIT, page_rx).await {
+                Ok(Ok(Page::LoggedIn { username })) => page(
+                    StatusCode::OK,
+                    "Logged in",
+                    &format!(
+                        "You are logged in to Pachyderm as {username}. You can close this window and go back to the terminal."
+                    ),
+                ),
+                Ok(Ok(Page::Failed { message })) => page(StatusCode::UNAUTHORIZED, "Login failed", &message),
+                _ => page(
+                    StatusCode::ACCEPTED,
+                    "Login received",
+                    "The login was received and is being completed: see the terminal for the result.",
+                ),
+            })
+        }
+    }
+}
+
+/// Validates a request; `Err` carries the reason shown on the 400 page (never a secret).
+fn check(req: &Request<Incoming>, shared: &Shared) -> Result<Callback, &'static str> {
+    if req.method() != Method::GET {
+        return Err("the login callback only answers GET");
+    }
+    let host = req.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+    if !shared.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+        return Err("this request names another host than the login's loopback address");
+    }
+    if req.uri().path() != CALLBACK_PATH {
+        return Err("this is not the login callback path");
+    }
+    let query = req.uri().query().unwrap_or_default();
+    let mut state = None;
+    let mut code = None;
+    let mut error = None;
+    let mut description = None;
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let slot = match key.as_ref() {
+            "state" => &mut state,
+            "code" => &mut code,
+            "error" => &mut error,
+            "error_description" => &mut description,
+            _ => continue,
+        };
+        if slot.is_some() {
+            return Err("a parameter appears twice");
+        }
+        *slot = Some(value.into_owned());
+    }
+    let state = state.ok_or("the callback has no state")?;
+    if !bool::from(state.as_bytes().ct_eq(&shared.state)) {
+        return Err("the state does not belong to the login in progress");
+    }
+    if let Some(error) = error {
+        return Ok(Callback::Refused { error, description });
+    }
+    match code {
+        Some(code) if !code.is_empty() => Ok(Callback::Code(code)),
+        _ => Err("the callback has no authorization code"),
+    }
+}
+
+fn page(status: StatusCode, title: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>pachagent: {t}</title></head>\
+         <body style=\"font-family:sans-serif;max-width:40em;margin:4em auto\"><h1>{t}</h1><p>{m}</p></body></html>",
+        t = escape(title),
+        m = escape(message)
+    );
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-store"));
+    headers.insert("referrer-policy", hyper::header::HeaderValue::from_static("no-referrer"));
+    response
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
