@@ -155,6 +155,15 @@ run_tests_in_keyring_session() {
 # Runs inside dbus-run-session: start and check gnome-keyring, then the tests.
 inside_keyring_session() {
     printf '%s' "$PACHAGENT_TEST_KEYRING_PASSWORD" | gnome-keyring-daemon --unlock --components=secrets >/dev/null
+    # --unlock returns before the daemon owns its bus name; a call made earlier would make D-Bus start a second,
+    # locked gnome-keyring. Wait (up to 10 s) for the name to have an owner.
+    local tries=0
+    until dbus-send --session --print-reply=literal --dest=org.freedesktop.DBus /org/freedesktop/DBus \
+        org.freedesktop.DBus.NameHasOwner string:org.freedesktop.secrets 2>/dev/null | grep -q true; do
+        tries=$((tries + 1))
+        [ "$tries" -lt 100 ] || die "gnome-keyring-daemon did not take org.freedesktop.secrets on the private bus"
+        sleep 0.1
+    done
     local collection locked
     collection="$(dbus-send --session --print-reply=literal --dest=org.freedesktop.secrets /org/freedesktop/secrets \
         org.freedesktop.Secret.Service.ReadAlias string:default | tr -d '[:space:]')" ||

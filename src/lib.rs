@@ -1,4 +1,24 @@
-//! pachagent (bootstrap).
+//! pachagent keeps Pachyderm sessions for a workstation user: it logs in (OIDC, device flow, pachd's own flow,
+//! or a token handed to it), keeps every secret in the OS keyring, and serves sessions over gRPC on an
+//! owner-only Unix socket.
+//!
+//! # Layout
+//! Dependencies point one way: `cli → client → proto`, and `daemon → api → engine → {oidc, pachd, store}`.
+//!
+//! - [`config`]: contexts (which pachd, which identity provider), the active context, socket and config paths.
+//! - [`secret`]: token and secret types that redact themselves and zero their memory.
+//! - [`store`]: the OS keyring backends (Secret Service, kernel keyutils, Keychain, Credential Manager).
+//! - [`pachd`]: the client of pachd's `auth_v2.API`, with pachd's errors named by what to do next.
+//! - [`oidc`]: the agent as an OpenID Connect client, and the loopback listener for the login redirect.
+//! - [`engine`]: the one owner of every session: login, restore, token hand-out, logout, events.
+//! - [`api`]: the gRPC service over the engine, and the mapping of errors to status codes.
+//! - [`daemon`]: the agent process: socket, single-instance lock, hardening, shutdown.
+//! - [`client`]: the typed gRPC client of the agent's socket (starts the agent when asked).
+//! - [`cli`]: the `pachagent` command line.
+//! - [`devstack`]: `pachd-dev` and the embedded dev OpenID Provider, for development and tests only.
+//! - [`logging`]: log filtering that keeps tokens out of transport-level logs.
+//! - [`proto`]: generated protobuf code.
+
 pub mod api;
 pub mod cli;
 pub mod client;
@@ -6,6 +26,7 @@ pub mod config;
 pub mod daemon;
 pub mod devstack;
 pub mod engine;
+pub mod logging;
 pub mod oidc;
 pub mod pachd;
 pub mod proto;

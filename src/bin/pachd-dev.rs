@@ -125,21 +125,13 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Logs go to stderr (stdout carries only the ready line), `info` unless `RUST_LOG` says otherwise.
+/// Logs go to stderr (stdout carries only the ready line), `info` unless `RUST_LOG` says otherwise; transport
+/// crates never log below `info` (see `pachagent::logging`).
 fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // The HTTP/2 and HTTP crates can print request headers, where `authn-token` travels, at their most
-    // verbose levels; they stay at `info` whatever RUST_LOG asks, so no token reaches the logs.
-    for directive in ["h2=info", "hyper=info", "hyper_util=info", "tower=info", "tonic=info", "reqwest=info"] {
-        if let Ok(directive) = directive.parse() {
-            filter = filter.add_directive(directive);
-        }
-    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(filter)
+        .with_env_filter(pachagent::logging::env_filter("info"))
         .init();
 }
 

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::Utc;
-use tracing_subscriber::EnvFilter;
 use zeroize::Zeroize;
 
 use super::{Cli, Command, ContextAddArgs, ContextCommand, Error, LogFormat, MethodArg, RedirectHostArg, output};
@@ -49,6 +48,11 @@ pub(super) async fn dispatch(cli: Cli) -> Result<(), Error> {
             let opts = ServeOptions { socket: g.socket, config: g.config };
             daemon::serve(opts).await.map_err(Error::Daemon)
         }
+        Command::Dev(args) => {
+            // The embedded services log at `warn` so that the session events stay readable.
+            init_tracing(LogFormat::Text, "warn");
+            super::dev::run(args, g.json).await
+        }
         command => {
             init_tracing(LogFormat::Text, "warn");
             client_command(&g, command).await
@@ -58,8 +62,8 @@ pub(super) async fn dispatch(cli: Cli) -> Result<(), Error> {
 
 async fn client_command(g: &Globals, command: Command) -> Result<(), Error> {
     match command {
-        // `dispatch` runs the agent itself; this function only sees client commands.
-        Command::Serve(_) => Ok(()),
+        // `dispatch` runs these itself; this function only sees client commands.
+        Command::Serve(_) | Command::Dev(_) => Ok(()),
         Command::Context(cmd) => context(g, cmd).await,
         Command::Login(args) => super::login::login(g, args).await,
         Command::Logout(args) => {
@@ -103,7 +107,7 @@ async fn client_command(g: &Globals, command: Command) -> Result<(), Error> {
 
 /// Logs go to stderr: `info` for the agent, `warn` for client commands; `RUST_LOG` overrides either.
 fn init_tracing(format: LogFormat, default_level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter = crate::logging::env_filter(default_level);
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr);
     // A second initialisation (only possible in tests) keeps the first subscriber.
     let _ = match format {

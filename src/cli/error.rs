@@ -78,6 +78,9 @@ pub enum Error {
     /// The login stream ended without saying how the login went.
     #[error("the agent ended the login without a result: see its log, or run pachagent status")]
     LoginIncomplete,
+    /// `pachagent dev` could not set up or run its embedded services.
+    #[error("pachagent dev: {0}")]
+    Dev(String),
     /// Output could not be written.
     #[error("cannot write the output: {0}")]
     Output(#[from] io::Error),
@@ -104,6 +107,7 @@ impl Error {
             Error::Cancelled => EXIT_CANCELLED,
             Error::Daemon(e) => e.exit_code(),
             Error::LoginIncomplete => EXIT_UPSTREAM,
+            Error::Dev(_) => EXIT_NO_SESSION,
             Error::Output(_) | Error::Runtime(_) => EXIT_NO_SESSION,
         }
     }

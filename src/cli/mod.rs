@@ -9,6 +9,7 @@
 
 mod browser;
 mod commands;
+mod dev;
 mod error;
 mod login;
 pub mod output;
@@ -99,6 +100,19 @@ enum Command {
         after_help = "Examples:\n  pachagent serve\n  RUST_LOG=debug pachagent serve --log-format json"
     )]
     Serve(ServeArgs),
+
+    /// Run everything on this machine for a try-out: a dev identity provider, a pachd stand-in and an agent
+    #[command(
+        long_about = "Start a complete development setup on loopback and keep it running until Ctrl-C: an \
+                      embedded OpenID Provider, pachd-dev (a pachd-compatible auth server) and an agent with its own \
+                      temporary socket and configuration. Secrets go to the real OS keyring under a separate \
+                      service name and are removed on exit. The agent logs in as dev@example.com (through your \
+                      browser with --interactive), then the session events are printed as they happen (with the \
+                      short dev lifetimes, refreshes show up within minutes). Use the printed export lines to run \
+                      `pachagent whoami` and friends from another terminal.",
+        after_help = "Examples:\n  cargo run --release -- dev\n  pachagent dev --interactive\n  pachagent dev --id-token-ttl 1m"
+    )]
+    Dev(DevArgs),
 
     /// Add, list, select or remove contexts (the clusters you log in to)
     #[command(subcommand)]
@@ -325,6 +339,19 @@ struct TokenArgs {
 }
 
 #[derive(Debug, Args)]
+pub(crate) struct DevArgs {
+    /// Log in through your browser (the dev IdP asks for an email) instead of automatically
+    #[arg(long)]
+    interactive: bool,
+    /// Lifetime of the dev IdP's ID tokens, which bounds each Pachyderm session (e.g. 2m, 10m)
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+    id_token_ttl: Duration,
+    /// The email to log in as
+    #[arg(long, default_value = crate::devstack::idp::DEV_EMAIL)]
+    email: String,
+}
+
+#[derive(Debug, Args)]
 struct WatchArgs {
     /// Watch every context, not only one
     #[arg(long)]
@@ -335,7 +362,7 @@ impl Cli {
     /// Whether the command is the agent itself, which wants a multi-threaded runtime; client commands make a
     /// few calls in sequence and run on the current thread.
     pub fn is_serve(&self) -> bool {
-        matches!(self.command, Command::Serve(_))
+        matches!(self.command, Command::Serve(_) | Command::Dev(_))
     }
 }
 

@@ -348,13 +348,7 @@ impl SessionEngine {
             backend: backend.name(),
             persistent: backend.persistent(),
             available: detail.is_none(),
-            detail: detail.unwrap_or_else(|| {
-                if backend.persistent() {
-                    format!("service {:?}", self.store.service())
-                } else {
-                    format!("service {:?}; sessions here do not survive a reboot", self.store.service())
-                }
-            }),
+            detail: detail.unwrap_or_else(|| format!("service {:?}", self.store.service())),
         }
     }
 
