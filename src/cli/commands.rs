@@ -218,6 +218,7 @@ async fn add_context(path: &Path, args: ContextAddArgs) -> Result<(Config, Strin
             MethodArg::Device => Method::Device,
             MethodArg::Pachd => Method::Pachd,
         }),
+        sync_pachctl: args.sync_pachctl,
     };
     let config = Config::add_context(path, &name, new)?;
     let mut message = format!("Added context {}", output::go_quote(&name));

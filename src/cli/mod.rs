@@ -260,6 +260,10 @@ struct ContextAddArgs {
     /// How interactive logins run [default: oidc with --issuer, else pachd]
     #[arg(long, value_enum)]
     method: Option<MethodArg>,
+    /// Keep pachctl's own config ($PACH_CONFIG or ~/.pachyderm/config.json) in step: the context of the same name
+    /// gets the current session token after every login and refresh, and a blank one on logout
+    #[arg(long)]
+    sync_pachctl: bool,
 }
 
 /// `--method` values, mirroring [`crate::config::Method`].

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -130,6 +131,12 @@ struct RawContext {
     redirect_host: Option<RedirectHost>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     method: Option<Method>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sync_pachctl: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh_margin: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expiry_warnings: Option<Vec<String>>,
 }
 
 /// The resolved configuration.
@@ -174,7 +181,19 @@ pub struct Context {
     pub redirect_host: RedirectHost,
     /// How interactive logins run: `oidc` when an issuer is configured, else `pachd`, unless set.
     pub method: Method,
+    /// Keep pachctl's own config file's `session_token` for this context in step with the agent.
+    pub sync_pachctl: bool,
+    /// A renewable session is refreshed no later than this long before it expires.
+    pub refresh_margin: Duration,
+    /// How long before a session that cannot be renewed ends the agent warns (EXPIRING_SOON events).
+    pub expiry_warnings: Vec<Duration>,
 }
+
+/// The default [`Context::refresh_margin`]: long enough to ride out a short provider outage with retries.
+pub const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+/// The default [`Context::expiry_warnings`]: a day ahead, then an hour ahead.
+pub const DEFAULT_EXPIRY_WARNINGS: [Duration; 2] = [Duration::from_secs(86_400), Duration::from_secs(3_600)];
 
 /// Scopes every OIDC login asks for: an ID token with the email pachd makes the username from, and a refresh
 /// token so the agent can renew the session without the user.
@@ -216,6 +235,8 @@ pub struct NewContext {
     pub redirect_host: Option<RedirectHost>,
     /// Login method.
     pub method: Option<Method>,
+    /// Keep pachctl's config in step.
+    pub sync_pachctl: bool,
 }
 
 /// A pachd address in pachctl's canonical form: `grpc://host:port` or `grpcs://host:port`.
@@ -465,6 +486,9 @@ impl Config {
             redirect_ports: new.redirect_ports,
             redirect_host: new.redirect_host,
             method: new.method,
+            sync_pachctl: new.sync_pachctl.then_some(true),
+            refresh_margin: None,
+            expiry_warnings: None,
         };
         resolve_context(path, name, rc.clone()).map_err(|e| Error::BadValue(e.to_string()))?;
         raw.contexts.insert(name.to_owned(), rc);
@@ -562,6 +586,18 @@ fn resolve_context(path: &Path, name: &str, rc: RawContext) -> Result<Context, E
             format!("{:?} needs both issuer and client_id: set them, or use method = \"pachd\"", method.as_str()),
         ));
     }
+    let duration = |key: &'static str, text: &str| {
+        humantime::parse_duration(text)
+            .map_err(|e| invalid(key, format!("{text:?} is not a duration ({e}): use e.g. \"5m\", \"1h\", \"1d\"")))
+    };
+    let refresh_margin = match &rc.refresh_margin {
+        Some(text) => duration("refresh_margin", text)?,
+        None => DEFAULT_REFRESH_MARGIN,
+    };
+    let expiry_warnings = match &rc.expiry_warnings {
+        Some(list) => list.iter().map(|t| duration("expiry_warnings", t)).collect::<Result<Vec<_>, _>>()?,
+        None => DEFAULT_EXPIRY_WARNINGS.to_vec(),
+    };
     Ok(Context {
         name: name.to_owned(),
         pachd,
@@ -574,6 +610,9 @@ fn resolve_context(path: &Path, name: &str, rc: RawContext) -> Result<Context, E
         redirect_ports,
         redirect_host: rc.redirect_host.unwrap_or_default(),
         method,
+        sync_pachctl: rc.sync_pachctl.unwrap_or(false),
+        refresh_margin,
+        expiry_warnings,
     })
 }
 

@@ -78,6 +78,9 @@ pachd_address = "localhost"
     assert_eq!(prod.redirect_ports, [8765]);
     assert_eq!(prod.redirect_host, RedirectHost::Loopback);
     assert_eq!(prod.all_scopes(), ["openid", "email", "profile", "offline_access"]);
+    assert_eq!(prod.refresh_margin, DEFAULT_REFRESH_MARGIN);
+    assert_eq!(prod.expiry_warnings, DEFAULT_EXPIRY_WARNINGS);
+    assert!(!prod.sync_pachctl);
     let local = cfg.context("local").unwrap();
     assert_eq!(local.method, Method::Pachd, "no issuer means pachctl's own flow");
     assert_eq!(local.pachd.to_string(), "grpc://localhost:30650");
@@ -106,6 +109,10 @@ fn bad_values_are_refused_naming_the_context_key_and_fix() {
     let path = write(&dir, "[contexts.prod]\npachd_address = \"h\"\nmethod = \"oidc\"\n");
     let err = Config::load(&path).unwrap_err().to_string();
     assert!(err.contains("issuer and client_id"), "{err}");
+
+    let path = write(&dir, "[contexts.prod]\npachd_address = \"h\"\nrefresh_margin = \"soon\"\n");
+    let err = Config::load(&path).unwrap_err().to_string();
+    assert!(err.contains("refresh_margin") && err.contains("not a duration"), "{err}");
 
     let path = write(&dir, "store = \"plaintext\"\n");
     let err = Config::load(&path).unwrap_err().to_string();

@@ -96,7 +96,6 @@ pub struct SessionEngine {
     clients: Mutex<HashMap<String, PachdClient>>,
     /// Serialises logins and logouts per context, so two of them cannot interleave their store writes.
     context_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    store_error: Mutex<Option<String>>,
     events: broadcast::Sender<Event>,
     /// Interactive logins in progress, by context.
     flights: Mutex<HashMap<String, Arc<login::Flight>>>,
@@ -116,7 +115,6 @@ impl SessionEngine {
             sessions: RwLock::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
             context_locks: Mutex::new(HashMap::new()),
-            store_error: Mutex::new(None),
             events,
             flights: Mutex::new(HashMap::new()),
             out_of_sync: Mutex::new(std::collections::BTreeSet::new()),
@@ -151,7 +149,6 @@ impl SessionEngine {
     async fn restore_context(&self, ctx: &Context) {
         match self.store.load(&ctx.name).await {
             Ok(Some(stored)) => {
-                self.note_store_ok();
                 let mut session = Session::from_stored(stored);
                 if session.pachd_address != ctx.pachd.to_string() {
                     session.verdict = Verdict::LoginRequired;
@@ -163,10 +160,9 @@ impl SessionEngine {
                 info!(context = %ctx.name, username = %session.username, "restored stored session");
                 write(&self.sessions).insert(ctx.name.clone(), session);
             }
-            Ok(None) => self.note_store_ok(),
+            Ok(None) => {}
             Err(e) => {
                 warn!(context = %ctx.name, error = %e, "cannot read the stored session");
-                self.note_store_error(&e);
             }
         }
     }
@@ -335,21 +331,19 @@ impl SessionEngine {
     /// The secret store's health: a live probe, so a keyring locked since the last write shows up.
     pub async fn store_status(&self) -> StoreStatus {
         let backend = self.store.backend();
-        let probe = self.store.probe().await;
-        match probe {
+        let (available, detail) = match self.store.probe().await {
             Ok(()) => {
-                self.note_store_ok();
                 self.resync().await;
+                let pending = lock(&self.out_of_sync).len();
+                let service = format!("service {:?}", self.store.service());
+                match pending {
+                    0 => (true, service),
+                    n => (true, format!("{service}; {n} entries wait to be rewritten after an earlier failure")),
+                }
             }
-            Err(e) => self.note_store_error(&e),
-        }
-        let detail = lock(&self.store_error).clone();
-        StoreStatus {
-            backend: backend.name(),
-            persistent: backend.persistent(),
-            available: detail.is_none(),
-            detail: detail.unwrap_or_else(|| format!("service {:?}", self.store.service())),
-        }
+            Err(e) => (false, e.to_string()),
+        };
+        StoreStatus { backend: backend.name(), persistent: backend.persistent(), available, detail }
     }
 
     /// Logs in with a Pachyderm token the user already has (robot or session token): pachd's WhoAmI names its
@@ -476,12 +470,10 @@ impl SessionEngine {
         }
         match deleted {
             Ok(existed) => {
-                self.note_store_ok();
                 outcome.was_logged_in |= existed;
                 Ok(outcome)
             }
             Err(e) => {
-                self.note_store_error(&e);
                 // Memory no longer has the session; the entry goes as soon as the store answers again.
                 self.mark_out_of_sync(&ctx.name);
                 Err(Error::LogoutIncomplete { context: ctx.name.clone(), revoked: outcome.revoked, source: e })

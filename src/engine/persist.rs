@@ -19,26 +19,14 @@ impl SessionEngine {
     /// context is marked for resync.
     pub(super) async fn save(&self, name: &str, stored: &StoredSession) -> Result<(), Error> {
         match self.store.save(name, stored).await {
-            Ok(()) => {
-                self.note_store_ok();
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(e) => {
-                self.note_store_error(&e);
                 if matches!(e, store::Error::TimedOut { .. }) {
                     self.mark_out_of_sync(name);
                 }
                 Err(Error::Store { context: name.to_owned(), source: e })
             }
         }
-    }
-
-    pub(super) fn note_store_ok(&self) {
-        *lock(&self.store_error) = None;
-    }
-
-    pub(super) fn note_store_error(&self, e: &store::Error) {
-        *lock(&self.store_error) = Some(e.to_string());
     }
 
     pub(super) fn mark_out_of_sync(&self, name: &str) {
@@ -52,21 +40,29 @@ impl SessionEngine {
         for name in pending {
             let _guard = self.context_lock(&name).lock_owned().await;
             let session = read(&self.sessions).get(&name).map(|s| s.to_stored(Utc::now()));
-            let result = match &session {
-                Some(stored) => self.store.save(&name, stored).await.map(|()| true),
-                None => self.store.delete(&name).await,
-            };
+            let mut result = self.rewrite(&name, session.as_ref()).await;
+            if result.is_err() {
+                // A keyring that just woke up may still be working through the writes that timed out; one
+                // retry a moment later usually lands after them.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                result = self.rewrite(&name, session.as_ref()).await;
+            }
             match result {
                 Ok(_) => {
-                    self.note_store_ok();
                     lock(&self.out_of_sync).remove(&name);
                     info!(context = %name, kept = session.is_some(), "keyring entry brought back in line with the agent");
                 }
                 Err(e) => {
-                    self.note_store_error(&e);
                     warn!(context = %name, error = %e, "keyring still unavailable; will retry");
                 }
             }
+        }
+    }
+
+    async fn rewrite(&self, name: &str, session: Option<&StoredSession>) -> Result<bool, store::Error> {
+        match session {
+            Some(stored) => self.store.save(name, stored).await.map(|()| true),
+            None => self.store.delete(name).await,
         }
     }
 

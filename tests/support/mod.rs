@@ -357,6 +357,8 @@ impl Drop for TestAgent {
 }
 
 pub fn signal(pid: u32, sig: i32) {
+    // 0 or a value that wraps to -1 would signal a whole process group, or every process.
+    assert!((2..i32::MAX as u32).contains(&pid), "refusing to signal pid {pid}");
     #[allow(unsafe_code)]
     // SAFETY: kill(2) on a pid we started; no memory involved.
     unsafe {
