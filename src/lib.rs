@@ -13,6 +13,8 @@
 //! - [`engine`]: the one owner of every session: login, restore, token hand-out, logout, events.
 //! - [`api`]: the gRPC service over the engine, and the mapping of errors to status codes.
 //! - [`daemon`]: the agent process: socket, single-instance lock, hardening, shutdown.
+//! - [`pachctl`]: pachctl's own config file: its contexts, and keeping a context's session token in step with the
+//!   agent's (opt-in), without touching anything else in it.
 //! - [`client`]: the typed gRPC client of the agent's socket (starts the agent when asked).
 //! - [`cli`]: the `pachagent` command line.
 //! - [`devstack`]: `pachd-dev` and the embedded dev OpenID Provider, for development and tests only.
@@ -28,6 +30,7 @@ pub mod devstack;
 pub mod engine;
 pub mod logging;
 pub mod oidc;
+pub mod pachctl;
 pub mod pachd;
 pub mod proto;
 pub mod secret;

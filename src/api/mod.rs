@@ -53,7 +53,7 @@ impl Agent for AgentService {
         let caller = peer::caller(&req);
         let req = req.into_inner();
         let min_valid = Duration::from_secs(req.min_valid_seconds);
-        let grant = self.engine.get_token(&req.context, min_valid, &caller).map_err(|e| to_status(&e))?;
+        let grant = self.engine.get_token(&req.context, min_valid, &caller).await.map_err(|e| to_status(&e))?;
         Ok(Response::new(pb::GetTokenResponse {
             token: grant.token.expose_secret().to_owned(),
             expiration: grant.expiration.map(timestamp),

@@ -7,10 +7,14 @@ use std::time::Duration;
 use chrono::Utc;
 use zeroize::Zeroize;
 
-use super::{Cli, Command, ContextAddArgs, ContextCommand, Error, LogFormat, MethodArg, RedirectHostArg, output};
+use super::{
+    Cli, Command, ContextAddArgs, ContextCommand, Error, ImportPachctlArgs, LogFormat, MethodArg, RedirectHostArg,
+    output,
+};
 use crate::client::{self, ClientError};
 use crate::config::{self, Config, Method, NewContext, RedirectHost};
 use crate::daemon::{self, ServeOptions};
+use crate::pachctl;
 use crate::proto::agent::{
     GetStatusRequest, GetTokenRequest, LogoutRequest, ReloadConfigRequest, WatchRequest, WhoAmIRequest,
 };
@@ -33,7 +37,8 @@ pub(super) struct Globals {
     pub(super) json: bool,
 }
 
-pub(super) async fn dispatch(cli: Cli) -> Result<(), Error> {
+/// The global flags with their defaults applied, and the subcommand.
+pub(super) fn globals(cli: Cli) -> (Globals, Command) {
     // An empty `$PACHAGENT_SOCKET=` means "unset", as for the other variables the config module reads.
     let explicit = |p: Option<std::ffi::OsString>| p.filter(|p| !p.is_empty()).map(PathBuf::from);
     let g = Globals {
@@ -42,7 +47,11 @@ pub(super) async fn dispatch(cli: Cli) -> Result<(), Error> {
         context: cli.context.unwrap_or_default(),
         json: cli.json,
     };
-    match cli.command {
+    (g, cli.command)
+}
+
+pub(super) async fn dispatch(g: Globals, command: Command) -> Result<(), Error> {
+    match command {
         Command::Serve(args) => {
             init_tracing(args.log_format, "info");
             let opts = ServeOptions { socket: g.socket, config: g.config };
@@ -62,8 +71,8 @@ pub(super) async fn dispatch(cli: Cli) -> Result<(), Error> {
 
 async fn client_command(g: &Globals, command: Command) -> Result<(), Error> {
     match command {
-        // `dispatch` runs these itself; this function only sees client commands.
-        Command::Serve(_) | Command::Dev(_) => Ok(()),
+        // `dispatch` runs these itself, and `cli::run` runs `exec`; this function only sees client commands.
+        Command::Serve(_) | Command::Dev(_) | Command::Exec(_) => Ok(()),
         Command::Context(cmd) => context(g, cmd).await,
         Command::Login(args) => super::login::login(g, args).await,
         Command::Logout(args) => {
@@ -106,7 +115,7 @@ async fn client_command(g: &Globals, command: Command) -> Result<(), Error> {
 }
 
 /// Logs go to stderr: `info` for the agent, `warn` for client commands; `RUST_LOG` overrides either.
-fn init_tracing(format: LogFormat, default_level: &str) {
+pub(super) fn init_tracing(format: LogFormat, default_level: &str) {
     let filter = crate::logging::env_filter(default_level);
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr);
     // A second initialisation (only possible in tests) keeps the first subscriber.
@@ -144,6 +153,7 @@ async fn context(g: &Globals, cmd: ContextCommand) -> Result<(), Error> {
             return Ok(output::contexts(&mut out, &mut err, &config, g.json)?);
         }
         ContextCommand::Add(args) => add_context(&g.config, args).await?,
+        ContextCommand::ImportPachctl(args) => return import_pachctl(g, args).await,
         ContextCommand::Use { name } => {
             let config = Config::use_context(&g.config, &name)?;
             (config, format!("Context {} is now active.", output::go_quote(&name)))
@@ -238,6 +248,111 @@ async fn add_context(path: &Path, args: ContextAddArgs) -> Result<(Config, Strin
         message.push_str(&format!(" Its client secret is stored in the {} store, not in the file.", store.backend()));
     }
     Ok((config, message))
+}
+
+/// What `context import-pachctl` did, for `--json`.
+#[derive(Default, serde::Serialize)]
+struct ImportReport {
+    from: String,
+    config_path: String,
+    imported: Vec<Imported>,
+    skipped: Vec<Skipped>,
+    active_context: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct Imported {
+    name: String,
+    pachd_address: String,
+}
+
+#[derive(serde::Serialize)]
+struct Skipped {
+    name: String,
+    reason: String,
+}
+
+/// `context import-pachctl`: a context for each of pachctl's that pachagent can use. pachctl's file is only read.
+async fn import_pachctl(g: &Globals, args: ImportPachctlArgs) -> Result<(), Error> {
+    let from = args.from.unwrap_or_else(pachctl::config_path);
+    // The message names the file and the fix; a broken pachctl config is a configuration error (exit 2).
+    let theirs = pachctl::read(&from).map_err(|e| Error::Config(config::Error::BadValue(e.to_string())))?;
+    let before = Config::load(&g.config)?;
+    let mut report = ImportReport {
+        from: from.display().to_string(),
+        config_path: g.config.display().to_string(),
+        ..Default::default()
+    };
+    for (name, address) in theirs.contexts {
+        let skip = |reason: &str| Skipped { name: name.clone(), reason: reason.to_owned() };
+        if before.contexts.contains_key(&name) {
+            report.skipped.push(skip("a context with that name exists already"));
+            continue;
+        }
+        if address.is_empty() {
+            report.skipped.push(skip("it has no pachd_address"));
+            continue;
+        }
+        let new = NewContext { pachd_address: address, sync_pachctl: args.sync_pachctl, ..Default::default() };
+        match Config::add_context(&g.config, &name, new) {
+            Ok(config) => {
+                let pachd_address = config.context(&name).map(|c| c.pachd.to_string()).unwrap_or_default();
+                report.imported.push(Imported { name, pachd_address });
+            }
+            // An unusable name or address (e.g. a unix:// socket): pachctl accepts more than pachagent does.
+            Err(config::Error::BadValue(reason)) => report.skipped.push(skip(&reason)),
+            Err(config::Error::Exists(_)) => report.skipped.push(skip("a context with that name exists already")),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mut config = Config::load(&g.config)?;
+    if before.active_context.is_none()
+        && let Some(active) = theirs.active.filter(|a| report.imported.iter().any(|i| &i.name == a))
+    {
+        config = Config::use_context(&g.config, &active)?;
+    }
+    report.active_context = config.active_context.clone();
+    let mut out = io::stdout();
+    if g.json {
+        let line = serde_json::to_string(&report).map_err(io::Error::other)?;
+        output::context_changed(&mut out, &line)?;
+    } else {
+        for line in import_lines(&report) {
+            output::context_changed(&mut out, &line)?;
+        }
+    }
+    if !report.imported.is_empty()
+        && let Some(warning) = reload_agent(&g.socket).await
+    {
+        output::warning(&mut io::stderr(), &warning)?;
+    }
+    Ok(())
+}
+
+/// The text of `context import-pachctl`: a sentence per context, then a summary.
+fn import_lines(report: &ImportReport) -> Vec<String> {
+    let total = report.imported.len() + report.skipped.len();
+    if total == 0 {
+        return vec![format!("No contexts in pachctl's config {}.", report.from)];
+    }
+    let mut lines = Vec::new();
+    for i in &report.imported {
+        lines.push(format!("Imported context {} ({}).", output::go_quote(&i.name), i.pachd_address));
+    }
+    for s in &report.skipped {
+        lines.push(format!("Skipped {}: {}.", output::go_quote(&s.name), s.reason.trim_end_matches('.')));
+    }
+    let mut summary = format!(
+        "Imported {} of {total} pachctl contexts from {} into {}.",
+        report.imported.len(),
+        report.from,
+        report.config_path
+    );
+    if let Some(active) = &report.active_context {
+        summary.push_str(&format!(" The active context is {}.", output::go_quote(active)));
+    }
+    lines.push(summary);
+    lines
 }
 
 /// Deletes the client secret of a removed context; `Some(backend)` when there was one.

@@ -11,6 +11,7 @@ mod browser;
 mod commands;
 mod dev;
 mod error;
+mod exec;
 mod login;
 pub mod output;
 
@@ -47,6 +48,7 @@ Examples:
   pachagent whoami
   pachagent status
   export PACH_TOKEN=\"$(pachagent token --min-valid 10m)\"
+  pachagent exec -- pachctl list repo
 
 Exit codes:
   0    success
@@ -179,6 +181,20 @@ enum Command {
                       the agent stops or you press Ctrl-C. Text lines read `<time> <context> <KIND> <user> \
                       expires <time> <detail>`; --json prints one object per line.")]
     Watch(WatchArgs),
+
+    /// Run a command with the context's session, for pachctl, python-pachyderm and other clients
+    #[command(
+        long_about = "Run a command as the context's user. It gets PACHD_ADDRESS and PACH_PYTHON_AUTH_TOKEN (what \
+                      python-pachyderm reads) and PACH_CONFIG, which names a private pachctl config whose only, \
+                      active context holds the session; your own pachctl config is not used or changed, and \
+                      PACH_CONTEXT is unset. The token is refreshed first when it would expire within \
+                      --min-valid. The private config is removed when the command ends, and pachagent exits \
+                      with the command's status (128 + N when signal N ended it; 127 when there is no such \
+                      command).",
+        after_help = "Examples:\n  pachagent exec -- pachctl list repo\n  \
+                      pachagent exec --context prod --min-valid 1h -- python train.py"
+    )]
+    Exec(exec::ExecArgs),
 }
 
 #[derive(Debug, Args)]
@@ -220,6 +236,26 @@ enum ContextCommand {
         /// The context's name
         name: String,
     },
+    /// Add a context for each of pachctl's contexts (same name and pachd address)
+    #[command(
+        long_about = "Add a context for each of pachctl's contexts, with the same name and pachd address. \
+                      Contexts whose name already exists here, or that pachagent cannot use, are skipped and \
+                      listed with the reason. When no context was active, pachctl's active context becomes the \
+                      active one. pachctl's config is only read.",
+        after_help = "Examples:\n  pachagent context import-pachctl\n  \
+                      pachagent context import-pachctl --from /etc/pachyderm/config.json --sync-pachctl"
+    )]
+    ImportPachctl(ImportPachctlArgs),
+}
+
+#[derive(Debug, Args)]
+struct ImportPachctlArgs {
+    /// pachctl's config file [default: $PACH_CONFIG, else ~/.pachyderm/config.json]
+    #[arg(long, value_name = "PATH")]
+    from: Option<PathBuf>,
+    /// Keep pachctl's config in step for the imported contexts (see `pachagent context add --help`)
+    #[arg(long)]
+    sync_pachctl: bool,
 }
 
 #[derive(Debug, Args)]
@@ -372,7 +408,12 @@ impl Cli {
 
 /// Runs a parsed command line: prints errors as `pachagent: <message>` on stderr and returns the exit code.
 pub async fn run(cli: Cli) -> ExitCode {
-    match commands::dispatch(cli).await {
+    let (globals, command) = commands::globals(cli);
+    // `exec` ends with its command's exit status, which is neither success nor one of this CLI's errors.
+    if let Command::Exec(args) = command {
+        return exec::run(&globals, args).await;
+    }
+    match commands::dispatch(globals, command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => report(&e),
     }

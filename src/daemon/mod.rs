@@ -107,10 +107,12 @@ pub async fn serve_until(opts: ServeOptions, shutdown: impl Future<Output = ()>)
     };
     let reloader = tokio::spawn(reload_on_hangup(Arc::clone(&engine)));
     let resyncer = tokio::spawn(Arc::clone(&engine).resync_task());
+    let scheduler = tokio::spawn(Arc::clone(&engine).schedule_task());
     let result = run(listener, engine, shutdown).await;
     verifier.abort();
     reloader.abort();
     resyncer.abort();
+    scheduler.abort();
     drop(guard);
     info!("agent stopped");
     result

@@ -8,85 +8,27 @@
 
 mod login;
 mod persist;
+mod refresh;
+mod session;
 mod types;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
 pub use self::login::{LoginEvent, LoginOptions, LoginStep, LoginSubscription, RequestedMethod};
+use self::session::{Session, Verdict};
 pub use self::types::*;
 use crate::config::{self, Config, Context};
 use crate::pachd::{self, PachdClient};
 use crate::secret::{IdToken, PachToken, RefreshToken};
-use crate::store::{Store, StoredSession};
+use crate::store::Store;
 
 /// How many events a slow `Watch` subscriber may fall behind before it is told it missed some.
 const EVENT_BUFFER: usize = 256;
-
-/// One context's session as the engine keeps it in memory.
-#[derive(Debug, Clone)]
-struct Session {
-    token: PachToken,
-    username: String,
-    expiration: Option<DateTime<Utc>>,
-    method: SessionMethod,
-    pachd_address: String,
-    issuer: Option<String>,
-    refresh_token: Option<RefreshToken>,
-    verdict: Verdict,
-    last_error: Option<String>,
-}
-
-/// What pachd last said of the token; `Expired` is also derived from the clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    Valid,
-    LoginRequired,
-    Expired,
-}
-
-impl Session {
-    fn state(&self, now: DateTime<Utc>) -> SessionState {
-        match self.verdict {
-            Verdict::LoginRequired => SessionState::LoginRequired,
-            Verdict::Expired => SessionState::Expired,
-            Verdict::Valid if self.expiration.is_some_and(|e| e <= now) => SessionState::Expired,
-            Verdict::Valid => SessionState::Active,
-        }
-    }
-
-    fn from_stored(stored: StoredSession) -> Self {
-        Self {
-            method: SessionMethod::parse(&stored.method),
-            expiration: stored.expiration.and_then(|s| DateTime::from_timestamp(s, 0)),
-            token: stored.pach_token,
-            username: stored.username,
-            pachd_address: stored.pachd_address,
-            issuer: stored.issuer,
-            refresh_token: stored.refresh_token,
-            verdict: Verdict::Valid,
-            last_error: None,
-        }
-    }
-
-    fn to_stored(&self, now: DateTime<Utc>) -> StoredSession {
-        StoredSession {
-            pach_token: self.token.clone(),
-            username: self.username.clone(),
-            expiration: self.expiration.map(|e| e.timestamp()),
-            method: self.method.as_str().to_owned(),
-            pachd_address: self.pachd_address.clone(),
-            issuer: self.issuer.clone(),
-            refresh_token: self.refresh_token.clone(),
-            stored_at: now.timestamp(),
-        }
-    }
-}
 
 /// The session engine. Shared behind an `Arc` by the API server and the daemon's tasks.
 pub struct SessionEngine {
@@ -103,6 +45,10 @@ pub struct SessionEngine {
     out_of_sync: Mutex<std::collections::BTreeSet<String>>,
     /// Wakes the resync task when a context falls out of sync.
     resync_needed: tokio::sync::Notify,
+    /// Wakes the scheduler when a session's timetable changed.
+    schedule_changed: tokio::sync::Notify,
+    /// Discovered identity providers, by context (discovery is not repeated for every refresh).
+    providers: Mutex<HashMap<String, Arc<crate::oidc::Provider>>>,
 }
 
 impl SessionEngine {
@@ -119,6 +65,8 @@ impl SessionEngine {
             flights: Mutex::new(HashMap::new()),
             out_of_sync: Mutex::new(std::collections::BTreeSet::new()),
             resync_needed: tokio::sync::Notify::new(),
+            schedule_changed: tokio::sync::Notify::new(),
+            providers: Mutex::new(HashMap::new()),
         })
     }
 
@@ -207,6 +155,15 @@ impl SessionEngine {
     /// Records what a pachd failure says about the session and turns it into the caller's error.
     fn record_pachd_verdict(&self, ctx: &Context, e: pachd::Error) -> Error {
         let now = Utc::now();
+        if matches!(e, pachd::Error::TokenRejected { .. } | pachd::Error::TokenExpired { .. }) {
+            // A renewable session may get a new token from its refresh token: renew at once.
+            self.update(&ctx.name, |s| {
+                if s.refreshable() {
+                    s.refresh.at = Some(now);
+                }
+            });
+            self.schedule_changed.notify_one();
+        }
         match &e {
             pachd::Error::TokenRejected { .. } => {
                 let detail =
@@ -235,10 +192,17 @@ impl SessionEngine {
     ///
     /// # Errors
     /// [`Error::NotLoggedIn`], [`Error::LoginRequired`], [`Error::Expired`], config and (with `verify`) pachd errors.
-    pub async fn who_am_i(&self, context: &str, verify: bool) -> Result<WhoAmI, Error> {
+    pub async fn who_am_i(self: &Arc<Self>, context: &str, verify: bool) -> Result<WhoAmI, Error> {
         let ctx = self.config().context(context)?.clone();
         if verify {
             self.verify(&ctx.name).await?;
+        }
+        let renewable = read(&self.sessions)
+            .get(&ctx.name)
+            .is_some_and(|s| s.refreshable() && s.state(Utc::now()) != SessionState::Active);
+        if renewable {
+            // An expired (or refused) session that can be renewed is answered after the renewal, not as expired.
+            self.refresh_now(&ctx.name, Some(std::time::Duration::ZERO)).await?;
         }
         let sessions = read(&self.sessions);
         let session = usable(&sessions, &ctx.name, Utc::now())?;
@@ -248,42 +212,6 @@ impl SessionEngine {
             expiration: session.expiration,
             pachd_address: ctx.pachd.to_string(),
         })
-    }
-
-    /// A token for the context valid for at least `min_valid`; each hand-out is logged with the caller.
-    ///
-    /// # Errors
-    /// [`Error::NotLoggedIn`], [`Error::LoginRequired`], [`Error::Expired`], [`Error::TooShort`], config errors.
-    pub fn get_token(&self, context: &str, min_valid: Duration, caller: &Caller) -> Result<TokenGrant, Error> {
-        let config = self.config();
-        let ctx = config.context(context)?;
-        let now = Utc::now();
-        let grant = {
-            let sessions = read(&self.sessions);
-            let session = usable(&sessions, &ctx.name, now)?;
-            if let Some(exp) = session.expiration {
-                let left = (exp - now).to_std().unwrap_or_default();
-                if left < min_valid {
-                    return Err(Error::TooShort { context: ctx.name.clone(), left, wanted: min_valid });
-                }
-            }
-            TokenGrant {
-                context: ctx.name.clone(),
-                token: session.token.clone(),
-                username: session.username.clone(),
-                expiration: session.expiration,
-                pachd_address: ctx.pachd.to_string(),
-            }
-        };
-        info!(
-            context = %grant.context,
-            username = %grant.username,
-            caller_pid = caller.pid,
-            caller_uid = caller.uid,
-            caller_exe = caller.exe.as_deref().unwrap_or("?"),
-            "handed out a token"
-        );
-        Ok(grant)
     }
 
     /// Every configured context's session, in name order, and whether it is the active one.
@@ -303,7 +231,7 @@ impl SessionEngine {
                         state: s.state(now),
                         username: s.username.clone(),
                         expiration: s.expiration,
-                        refresh_at: None,
+                        refresh_at: if s.refreshable() { s.refresh.at } else { None },
                         method: Some(s.method),
                         store_backend: self.store.backend().name(),
                         pachd_address: ctx.pachd.to_string(),
@@ -335,7 +263,10 @@ impl SessionEngine {
             Ok(()) => {
                 self.resync().await;
                 let pending = lock(&self.out_of_sync).len();
-                let service = format!("service {:?}", self.store.service());
+                let mut service = format!("service {:?}", self.store.service());
+                if !backend.persistent() {
+                    service.push_str("; sessions here do not survive a reboot");
+                }
                 match pending {
                     0 => (true, service),
                     n => (true, format!("{service}; {n} entries wait to be rewritten after an earlier failure")),
@@ -394,18 +325,8 @@ impl SessionEngine {
         if identity.expiration.is_some_and(|e| e <= now) {
             return Err(Error::Expired { context: ctx.name.clone() });
         }
-        let session = Session {
-            token,
-            username: identity.username,
-            expiration: identity.expiration,
-            method,
-            pachd_address: ctx.pachd.to_string(),
-            issuer: ctx.issuer.clone(),
-            refresh_token,
-            verdict: Verdict::Valid,
-            last_error: None,
-        };
-        self.save(&ctx.name, &session.to_stored(now)).await?;
+        let session = Session::new(ctx, token, identity, method, refresh_token, now);
+        self.save(&ctx.name, &session.to_stored()).await?;
         let done = LoginDone {
             context: ctx.name.clone(),
             username: session.username.clone(),
@@ -413,7 +334,10 @@ impl SessionEngine {
             method,
             already_logged_in: false,
         };
+        let token = session.token.clone();
         write(&self.sessions).insert(ctx.name.clone(), session);
+        self.schedule_changed.notify_one();
+        self.sync_pachctl(ctx, Some(&token)).await;
         info!(context = %ctx.name, username = %done.username, method = method.as_str(), "logged in");
         self.emit_with(&ctx.name, EventKind::LoggedIn, now, String::new(), &done.username, done.expiration);
         Ok(done)
@@ -462,6 +386,9 @@ impl SessionEngine {
         // The entry may exist even when nothing was restored (e.g. written by an agent with another config).
         let deleted = self.store.delete(&ctx.name).await;
         if session.is_some() {
+            self.sync_pachctl(ctx, None).await;
+        }
+        if session.is_some() {
             write(&self.sessions).remove(&ctx.name);
             let now = Utc::now();
             let detail = outcome.detail.clone().unwrap_or_else(|| "token revoked at pachd".into());
@@ -497,6 +424,7 @@ impl SessionEngine {
             sessions.retain(|name, _| fresh.contexts.get(name).is_some_and(|c| old.contexts.get(name) == Some(c)));
         }
         lock(&self.clients).clear();
+        lock(&self.providers).clear();
         *write(&self.config) = Arc::new(fresh);
         for ctx in &added {
             self.restore_context(ctx).await;

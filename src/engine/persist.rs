@@ -5,10 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use tracing::{info, warn};
 
-use super::{Error, SessionEngine, lock, read};
+use super::{Error, Session, SessionEngine, lock, read};
 use crate::store::{self, StoredSession};
 
 /// How often the resync task retries while some context is out of sync.
@@ -39,7 +38,7 @@ impl SessionEngine {
         let pending: Vec<String> = lock(&self.out_of_sync).iter().cloned().collect();
         for name in pending {
             let _guard = self.context_lock(&name).lock_owned().await;
-            let session = read(&self.sessions).get(&name).map(|s| s.to_stored(Utc::now()));
+            let session = read(&self.sessions).get(&name).map(Session::to_stored);
             let mut result = self.rewrite(&name, session.as_ref()).await;
             if result.is_err() {
                 // A keyring that just woke up may still be working through the writes that timed out; one
@@ -73,6 +72,35 @@ impl SessionEngine {
             while !lock(&self.out_of_sync).is_empty() {
                 tokio::time::sleep(RESYNC_INTERVAL).await;
                 self.resync().await;
+            }
+        }
+    }
+}
+
+impl SessionEngine {
+    /// Keeps pachctl's own config in step for contexts that opted in (`sync_pachctl = true`): the current token
+    /// after a login or renewal, none after a logout. A failure is logged and shown in `status`; it never fails the
+    /// operation that triggered it.
+    pub(super) async fn sync_pachctl(&self, ctx: &crate::config::Context, token: Option<&crate::secret::PachToken>) {
+        if !ctx.sync_pachctl {
+            return;
+        }
+        let path = crate::pachctl::config_path();
+        let (name, address, token) = (ctx.name.clone(), ctx.pachd.to_string(), token.cloned());
+        let file = path.clone();
+        let outcome =
+            tokio::task::spawn_blocking(move || crate::pachctl::sync_session(&file, &name, &address, token.as_ref()))
+                .await;
+        let error = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(e) => Some(format!("the pachctl sync task failed: {e}")),
+        };
+        match error {
+            None => tracing::debug!(context = %ctx.name, file = %path.display(), "pachctl config updated"),
+            Some(message) => {
+                warn!(context = %ctx.name, error = %message, "could not update pachctl's config");
+                self.update(&ctx.name, |s| s.last_error = Some(format!("pachctl sync: {message}")));
             }
         }
     }

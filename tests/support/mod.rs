@@ -24,6 +24,7 @@ pub struct PachdDev {
     pub root_token: String,
     /// The JSON line pachd-dev printed when ready (`pachd`, `issuer`, `oidc_callback`).
     pub ready: serde_json::Value,
+    log: PathBuf,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -59,12 +60,24 @@ impl PachdDev {
             cmd.arg("--session-ttl").arg(ttl);
         }
         cmd.args(extra);
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start pachd-dev");
+        let log = dir.path().join("pachd-dev.log");
+        cmd.env("RUST_LOG", "pachagent=debug,info").stderr(std::fs::File::create(&log).unwrap());
+        let mut child = cmd.stdout(Stdio::piped()).spawn().expect("start pachd-dev");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let ready: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
         let address = ready["pachd"].as_str().expect("pachd address").to_owned();
-        Self { address, root_token, child, _dir: dir, ready }
+        Self { address, root_token, child, log, _dir: dir, ready }
+    }
+
+    /// What pachd-dev logged (at debug level for pachagent's modules).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// How many sessions pachd-dev minted from ID tokens (`Authenticate{id_token}` calls that succeeded).
+    pub fn id_token_logins(&self) -> usize {
+        self.log().matches("session token issued for an ID token").count()
     }
 
     /// The `host:port` pachd-dev listens on.
@@ -203,9 +216,23 @@ impl TestAgent {
 
     /// Starts `pachagent serve` and waits until its socket answers.
     pub fn start(&mut self) {
+        self.start_wrapped(&[]);
+    }
+
+    /// Starts `pachagent serve` through `wrapper` (a command line that ends by running its arguments, e.g. to
+    /// set a resource limit) and waits until its socket answers.
+    pub fn start_wrapped(&mut self, wrapper: &[&str]) {
         assert!(self.child.is_none(), "already started");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let mut cmd = self.command(Path::new(env!("CARGO_BIN_EXE_pachagent")));
+        let bin = Path::new(env!("CARGO_BIN_EXE_pachagent"));
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = self.command(Path::new(program));
+                cmd.args(args).arg(bin);
+                cmd
+            }
+            None => self.command(bin),
+        };
         cmd.arg("serve").stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         if !self.extra_env.iter().any(|(k, _)| k == "RUST_LOG") {
             cmd.env("RUST_LOG", "pachagent=debug,info");
@@ -301,6 +328,16 @@ impl TestAgent {
         let stdout = collect(child.stdout.take().unwrap());
         let stderr = collect(child.stderr.take().unwrap());
         RunningCli { child, stdout, stderr }
+    }
+
+    /// Sets a key of a context in the config file (e.g. `refresh_margin`), as a user editing it would.
+    pub fn set_context_option(&self, context: &str, key: &str, value: toml::Value) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let mut doc: toml::Table = toml::from_str(&text).unwrap();
+        let contexts = doc.get_mut("contexts").and_then(toml::Value::as_table_mut).expect("a contexts table");
+        let ctx = contexts.get_mut(context).and_then(toml::Value::as_table_mut).expect("the context");
+        ctx.insert(key.to_owned(), value);
+        std::fs::write(&self.config, toml::to_string(&doc).unwrap()).unwrap();
     }
 
     /// Adds a context through the CLI.

@@ -1,0 +1,431 @@
+//! Silent renewal of OIDC sessions, and the expiry warnings of sessions that cannot be renewed.
+//!
+//! A renewable session is refreshed when about a quarter of its token's lifetime is left, and no later than the
+//! context's margin before expiry (with jitter): refresh grant → verified ID token → pachd `Authenticate` →
+//! `WhoAmI` → keyring → memory, and only then is the previous pach token revoked (once every caller's promised
+//! validity has passed). The rotated refresh token is written to the keyring before anything else uses it. One
+//! renewal runs at a time per context; any number of callers needing one wait on it and re-check. Transient
+//! failures retry with exponential backoff and jitter; a refresh token the provider refuses moves the session
+//! to LOGIN_REQUIRED at once. The scheduler sleeps until the next due time, never longer than
+//! [`MAX_SLEEP`], and re-evaluates everything after a clock jump (a laptop waking from suspend).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tracing::{debug, info, warn};
+
+use super::{Error, EventKind, Session, SessionEngine, SessionState, Verdict, login::oidc_error, read, write};
+use crate::config::Context;
+use crate::oidc::{self, Provider, ProviderSettings, Tokens};
+use crate::secret::RefreshToken;
+
+/// The scheduler never sleeps longer than this, so a suspended laptop re-evaluates its sessions soon after it
+/// wakes (monotonic timers do not count the time spent suspended).
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// First retry delay after a failed renewal; it doubles up to [`BACKOFF_MAX`].
+const BACKOFF_BASE: Duration = Duration::from_secs(2);
+
+/// The longest delay between renewal attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// When to renew a token minted at `issued` that expires at `exp`: a quarter of its lifetime before the end, or
+/// `margin` before it when that is earlier (but never before half-life), minus up to 5% of the lifetime of
+/// jitter (`jitter` in 0..1) so that many agents do not renew in step.
+pub(super) fn plan_refresh(issued: DateTime<Utc>, exp: DateTime<Utc>, margin: Duration, jitter: f64) -> DateTime<Utc> {
+    let lifetime = (exp - issued).to_std().unwrap_or_default();
+    let lead = (lifetime / 4).max(margin.min(lifetime / 2));
+    let spread = lifetime.mul_f64(0.05 * jitter.clamp(0.0, 1.0));
+    exp - chrono::Duration::from_std(lead + spread).unwrap_or_default()
+}
+
+/// The delay before attempt `failures + 1`: exponential, capped, ±20% jitter.
+pub(super) fn backoff(failures: u32, jitter: f64) -> Duration {
+    let exp = BACKOFF_BASE.saturating_mul(1 << failures.saturating_sub(1).min(16));
+    exp.min(BACKOFF_MAX).mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
+}
+
+/// A number in 0..1 that differs from call to call (for jitter; not for secrets).
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// What a caller needs from `GetToken`.
+pub(super) enum Grant {
+    /// The token may be handed out.
+    Ready(super::TokenGrant),
+    /// Only a renewal can give the validity asked for.
+    NeedsRefresh,
+}
+
+impl SessionEngine {
+    /// A token for the context valid for at least `min_valid`, renewing first when needed and possible; each
+    /// hand-out is logged with the caller.
+    ///
+    /// # Errors
+    /// [`Error::NotLoggedIn`], [`Error::LoginRequired`], [`Error::Expired`], [`Error::TooShort`], config errors;
+    /// a renewal's errors when one was needed.
+    pub async fn get_token(
+        self: &Arc<Self>,
+        context: &str,
+        min_valid: Duration,
+        caller: &super::Caller,
+    ) -> Result<super::TokenGrant, Error> {
+        let config = self.config();
+        let ctx = config.context(context)?;
+        let grant = match self.try_grant(ctx, min_valid, Utc::now())? {
+            Grant::Ready(grant) => grant,
+            Grant::NeedsRefresh => {
+                self.refresh_now(&ctx.name, Some(min_valid)).await.map_err(|e| match e {
+                    // The provider refused the refresh token for good: what the caller needs is a login.
+                    Error::Oidc { source: oidc::Error::Refused { .. }, .. } => {
+                        Error::LoginRequired { context: ctx.name.clone() }
+                    }
+                    other => other,
+                })?;
+                match self.try_grant(ctx, min_valid, Utc::now())? {
+                    Grant::Ready(grant) => grant,
+                    Grant::NeedsRefresh => return Err(self.too_short(&ctx.name, min_valid)),
+                }
+            }
+        };
+        info!(
+            context = %grant.context,
+            username = %grant.username,
+            caller_pid = caller.pid,
+            caller_uid = caller.uid,
+            caller_exe = caller.exe.as_deref().unwrap_or("?"),
+            "handed out a token"
+        );
+        Ok(grant)
+    }
+
+    fn try_grant(&self, ctx: &Context, min_valid: Duration, now: DateTime<Utc>) -> Result<Grant, Error> {
+        let sessions = read(&self.sessions);
+        let name = &ctx.name;
+        let session = sessions.get(name).ok_or_else(|| Error::NotLoggedIn { context: name.clone() })?;
+        let long_enough = session.left(now).is_none_or(|left| left >= min_valid);
+        match session.state(now) {
+            SessionState::Active | SessionState::Refreshing if long_enough => {
+                session.promise(now + chrono::Duration::from_std(min_valid).unwrap_or_default());
+                Ok(Grant::Ready(super::TokenGrant {
+                    context: name.clone(),
+                    token: session.token.clone(),
+                    username: session.username.clone(),
+                    expiration: session.expiration,
+                    pachd_address: ctx.pachd.to_string(),
+                }))
+            }
+            // A renewal helps only if a fresh token can live that long.
+            _ if session.refreshable() && session.lifetime().is_none_or(|l| l >= min_valid) => Ok(Grant::NeedsRefresh),
+            SessionState::Active | SessionState::Refreshing => Err(self.too_short(name, min_valid)),
+            SessionState::Expired => Err(Error::Expired { context: name.clone() }),
+            SessionState::LoginRequired | SessionState::LoggedOut => {
+                Err(Error::LoginRequired { context: name.clone() })
+            }
+        }
+    }
+
+    fn too_short(&self, name: &str, wanted: Duration) -> Error {
+        let left = read(&self.sessions).get(name).and_then(|s| s.left(Utc::now())).unwrap_or_default();
+        Error::TooShort { context: name.to_owned(), left, wanted }
+    }
+
+    /// Renews a context's session now, unless a renewal that ran meanwhile already did the work: with `wanted`,
+    /// when the token has less than that left; without, when the scheduled time has come.
+    pub(super) async fn refresh_now(self: &Arc<Self>, name: &str, wanted: Option<Duration>) -> Result<(), Error> {
+        let ctx = self.config().context(name)?.clone();
+        let _guard = self.context_lock(name).lock_owned().await;
+        let now = Utc::now();
+        let (refresh_token, old) = {
+            let mut sessions = write(&self.sessions);
+            let session = sessions.get_mut(name).ok_or_else(|| Error::NotLoggedIn { context: name.to_owned() })?;
+            let needed = match wanted {
+                Some(min) => {
+                    session.verdict != Verdict::Valid || session.left(now).is_some_and(|l| l < min || l.is_zero())
+                }
+                None => session.refresh.at.is_none_or(|at| at <= now),
+            };
+            let refresh_token = session.refresh_token.clone().filter(|_| session.refreshable());
+            match (needed, refresh_token) {
+                (true, Some(rt)) => {
+                    session.refresh.in_flight = true;
+                    (rt, session.clone())
+                }
+                (needed, _) => {
+                    session.refresh.in_flight = false;
+                    drop(sessions);
+                    self.schedule_changed.notify_one();
+                    return if needed { Err(Error::LoginRequired { context: name.to_owned() }) } else { Ok(()) };
+                }
+            }
+        };
+        let result = self.renew(&ctx, refresh_token, &old).await;
+        if let Err(e) = &result {
+            self.renewal_failed(&ctx, e, now);
+        }
+        self.schedule_changed.notify_one();
+        result
+    }
+
+    async fn renew(self: &Arc<Self>, ctx: &Context, refresh_token: RefreshToken, old: &Session) -> Result<(), Error> {
+        let provider = self.cached_provider(ctx).await?;
+        let tokens: Tokens = match provider.refresh(&refresh_token).await {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                if !e.is_transient() {
+                    // A provider that answers but refuses may have been reconfigured: rediscover next time.
+                    super::lock(&self.providers).remove(&ctx.name);
+                }
+                return Err(oidc_error(ctx, e));
+            }
+        };
+        // Rotation: the provider now accepts only the new refresh token. Keep it before anything else happens,
+        // with the old pach token (still valid), so that an agent killed from here on restarts usable.
+        let latest_rt = tokens.refresh_token.clone().unwrap_or(refresh_token);
+        let mut interim = old.clone();
+        interim.refresh_token = Some(latest_rt.clone());
+        self.update(&ctx.name, |s| s.refresh_token = Some(latest_rt.clone()));
+        if self.save(&ctx.name, &interim.to_stored()).await.is_err() {
+            warn!(context = %ctx.name, "the rotated refresh token is kept in memory until the keyring answers again");
+            self.mark_out_of_sync(&ctx.name);
+        }
+        let client = self.client(ctx)?;
+        let token = client.authenticate_id_token(&tokens.id_token).await.map_err(|e| super::login_error(ctx, e))?;
+        let identity = client.who_am_i(&token).await.map_err(|e| super::login_error(ctx, e))?;
+        let now = Utc::now();
+        let mut fresh = Session::new(ctx, token, identity, old.method, Some(latest_rt), now);
+        fresh.refresh.at = fresh.expiration.map(|exp| plan_refresh(now, exp, ctx.refresh_margin, jitter()));
+        if self.save(&ctx.name, &fresh.to_stored()).await.is_err() {
+            warn!(context = %ctx.name, "the renewed session is kept in memory until the keyring answers again");
+            self.mark_out_of_sync(&ctx.name);
+        }
+        let (username, expiration, token) = (fresh.username.clone(), fresh.expiration, fresh.token.clone());
+        super::write(&self.sessions).insert(ctx.name.clone(), fresh);
+        self.sync_pachctl(ctx, Some(&token)).await;
+        info!(context = %ctx.name, expires = ?expiration, "session refreshed");
+        self.emit_with(&ctx.name, EventKind::Refreshed, now, String::new(), &username, expiration);
+        self.retire(ctx, old);
+        Ok(())
+    }
+
+    /// Revokes a replaced pach token at pachd once every promise made for it has passed.
+    fn retire(&self, ctx: &Context, old: &Session) {
+        let Ok(client) = self.client(ctx) else { return };
+        let token = old.token.clone();
+        let wait = old.promised().and_then(|t| (t - Utc::now()).to_std().ok()).unwrap_or_default();
+        let name = ctx.name.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            match client.revoke(&token).await {
+                Ok(_) => debug!(context = %name, "revoked the replaced token"),
+                Err(e) => debug!(context = %name, error = %e, "could not revoke the replaced token"),
+            }
+        });
+    }
+
+    /// Records a failed renewal: a refresh token refused for good ends the session (LOGIN_REQUIRED, no retry
+    /// storm); anything else is retried with backoff, and reported as REFRESH_FAILED.
+    fn renewal_failed(&self, ctx: &Context, e: &Error, started: DateTime<Utc>) {
+        let fatal = matches!(e, Error::Oidc { source: oidc::Error::Refused { .. }, .. });
+        let now = Utc::now();
+        let mut event = None;
+        self.update(&ctx.name, |s| {
+            s.refresh.in_flight = false;
+            if fatal {
+                s.refresh.dead = true;
+                s.verdict = Verdict::LoginRequired;
+                s.last_error = Some(format!("{e}: run pachagent login --context {}", ctx.name));
+                event = Some((EventKind::LoginRequired, s.last_error.clone().unwrap_or_default()));
+            } else {
+                s.refresh.failures += 1;
+                let delay = backoff(s.refresh.failures, jitter());
+                s.refresh.at = Some(now + chrono::Duration::from_std(delay).unwrap_or_default());
+                s.last_error = Some(e.to_string());
+                event = Some((
+                    EventKind::RefreshFailed,
+                    format!(
+                        "{e}; retrying in {}",
+                        humantime::format_duration(Duration::from_secs(delay.as_secs().max(1)))
+                    ),
+                ));
+            }
+        });
+        if let Some((kind, detail)) = event {
+            warn!(context = %ctx.name, error = %e, attempt_started = %started, "session renewal failed");
+            self.emit(&ctx.name, kind, now, detail);
+        }
+    }
+
+    async fn cached_provider(&self, ctx: &Context) -> Result<Arc<Provider>, Error> {
+        if let Some(p) = super::lock(&self.providers).get(&ctx.name) {
+            return Ok(Arc::clone(p));
+        }
+        let client_secret = self
+            .store
+            .load_client_secret(&ctx.name)
+            .await
+            .map_err(|source| Error::Store { context: ctx.name.clone(), source })?;
+        let settings = ProviderSettings {
+            issuer: ctx.issuer.clone().unwrap_or_default(),
+            issuer_url: ctx.issuer_url.clone(),
+            client_id: ctx.client_id.clone().unwrap_or_default(),
+            client_secret,
+            ca_file: ctx.issuer_ca_file.clone(),
+            scopes: ctx.all_scopes(),
+        };
+        let provider = Arc::new(Provider::discover(settings).await.map_err(|e| oidc_error(ctx, e))?);
+        super::lock(&self.providers).insert(ctx.name.clone(), Arc::clone(&provider));
+        Ok(provider)
+    }
+
+    /// Runs for the agent's lifetime: renews sessions when due, announces coming and past expiries, and sleeps
+    /// until the next due time (re-evaluating at once when a login, renewal or clock jump changes the picture).
+    pub async fn schedule_task(self: Arc<Self>) {
+        loop {
+            let now = Utc::now();
+            let next = self.run_due(now);
+            let wait = next.map_or(MAX_SLEEP, |t| (t - now).to_std().unwrap_or_default()).min(MAX_SLEEP);
+            debug!(?wait, "scheduler sleeping");
+            let (wall, mono) = (Utc::now(), Instant::now());
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.schedule_changed.notified() => {}
+            }
+            let drift = (Utc::now() - wall).to_std().unwrap_or_default().saturating_sub(mono.elapsed());
+            if drift > Duration::from_secs(5) {
+                info!(jump = ?drift, "the clock jumped (suspend or resume?): re-evaluating every session");
+            }
+        }
+    }
+
+    /// Starts the renewals that are due and emits due warnings; returns the next instant something is due.
+    fn run_due(self: &Arc<Self>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let config = self.config();
+        let mut next: Option<DateTime<Utc>> = None;
+        let mut soonest = |t: DateTime<Utc>| next = Some(next.map_or(t, |n| n.min(t)));
+        let mut due = Vec::new();
+        let mut events = Vec::new();
+        {
+            let mut sessions = write(&self.sessions);
+            for (name, s) in sessions.iter_mut() {
+                let Ok(ctx) = config.context(name) else { continue };
+                if s.refreshable() {
+                    if s.refresh.at.is_none() {
+                        s.refresh.at =
+                            s.expiration.map(|exp| plan_refresh(s.issued_at, exp, ctx.refresh_margin, jitter()));
+                    }
+                    match s.refresh.at {
+                        _ if s.refresh.in_flight => {}
+                        Some(at) if at <= now => {
+                            s.refresh.in_flight = true;
+                            due.push(name.clone());
+                        }
+                        Some(at) => soonest(at),
+                        None => {}
+                    }
+                } else if let Some(exp) = s.expiration
+                    && s.verdict == Verdict::Valid
+                    && exp > now
+                {
+                    // Cannot be renewed: warn at each lead time (only the nearest one that has passed).
+                    let passed = ctx.expiry_warnings.iter().copied().filter(|lead| exp - to_chrono(*lead) <= now).min();
+                    if let Some(lead) = passed
+                        && s.warned.is_none_or(|w| lead < w)
+                    {
+                        s.warned = Some(lead);
+                        let left = (exp - now).to_std().unwrap_or_default();
+                        let detail = format!(
+                            "the session ends in {} and cannot be renewed: run pachagent login --context {name} before then",
+                            humantime::format_duration(Duration::from_secs(left.as_secs()))
+                        );
+                        events.push((name.clone(), EventKind::ExpiringSoon, detail));
+                    }
+                    for lead in &ctx.expiry_warnings {
+                        let at = exp - to_chrono(*lead);
+                        if at > now {
+                            soonest(at);
+                        }
+                    }
+                }
+                if let Some(exp) = s.expiration
+                    && !s.expiry_announced
+                    && s.verdict != Verdict::LoginRequired
+                {
+                    if exp <= now {
+                        s.expiry_announced = true;
+                        let detail = format!("the session has ended: run pachagent login --context {name}");
+                        events.push((name.clone(), EventKind::Expired, detail));
+                    } else {
+                        soonest(exp);
+                    }
+                }
+            }
+        }
+        for (name, kind, detail) in events {
+            self.emit(&name, kind, now, detail);
+        }
+        for name in due {
+            let engine = Arc::clone(self);
+            tokio::spawn(async move {
+                if let Err(e) = engine.refresh_now(&name, None).await {
+                    debug!(context = %name, error = %e, "scheduled renewal did not complete");
+                }
+            });
+        }
+        next
+    }
+}
+
+fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    #[test]
+    fn a_long_session_renews_with_a_quarter_of_its_life_left() {
+        let at = plan_refresh(t(0), t(3600), Duration::from_secs(300), 0.0);
+        assert_eq!(at, t(2700));
+    }
+
+    #[test]
+    fn a_short_session_renews_no_later_than_the_margin_but_not_before_half_life() {
+        // 20 minutes: a quarter is 5 min, the margin 10 min wins.
+        assert_eq!(plan_refresh(t(0), t(1200), Duration::from_secs(600), 0.0), t(600));
+        // 5 seconds: the 5-minute margin would renew at once, forever; half-life bounds it.
+        assert_eq!(plan_refresh(t(0), t(4), Duration::from_secs(300), 0.0), t(2));
+    }
+
+    #[test]
+    fn jitter_moves_the_renewal_earlier_by_at_most_five_percent() {
+        let earliest = plan_refresh(t(0), t(4000), Duration::from_secs(1), 1.0);
+        assert_eq!(earliest, t(4000 - 1000 - 200));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_a_minute_with_jitter() {
+        assert_eq!(backoff(1, 0.5), Duration::from_secs(2));
+        assert_eq!(backoff(3, 0.5), Duration::from_secs(8));
+        assert_eq!(backoff(30, 0.5), Duration::from_secs(60));
+        assert!(backoff(1, 0.0) >= Duration::from_millis(1600) && backoff(1, 1.0) <= Duration::from_millis(2400));
+    }
+
+    #[test]
+    fn jitter_is_in_the_unit_interval() {
+        for _ in 0..100 {
+            let j = jitter();
+            assert!((0.0..1.0).contains(&j), "{j}");
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Silent renewal against a real OpenID Provider with short-lived ID tokens: sessions renew ahead of expiry,
+//! callers always get a token pachd accepts, a burst of callers causes one renewal, the agent survives being
+//! killed mid-renewal, rides out a provider outage, and stops at once on a revoked refresh token.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use pachagent::proto::agent::{EventKind, GetTokenRequest, WatchRequest, agent_client::AgentClient};
+use support::op::{self, TestOp};
+use support::{Keyring, PachdDev, TestAgent};
+use tonic::transport::Channel;
+
+/// A provider whose ID tokens live `ttl`, pachd-dev trusting it, and an agent logged in through the browser flow.
+fn renewable_session(ttl: Duration, keyring: Keyring) -> (TestOp, PachdDev, TestAgent) {
+    let op = TestOp::builder().id_token_ttl(ttl).start();
+    let pachd = PachdDev::start_with_args(Some(op.issuer()), None, None, &["--client-id", op::PUBLIC_CLIENT]);
+    let mut agent = TestAgent::new(keyring);
+    agent.add_context("dev", &pachd.address, &["--issuer", op.issuer(), "--client-id", op::PUBLIC_CLIENT]);
+    agent.env("BROWSER", op::FAKE_USER);
+    agent.env("FAKE_USER_EMAIL", "alice@example.com");
+    agent.start();
+    agent.cli(&["login"]).ok();
+    (op, pachd, agent)
+}
+
+async fn channel(agent: &TestAgent) -> Channel {
+    pachagent::client::channel(&agent.socket).await.unwrap()
+}
+
+async fn get_token(client: &mut AgentClient<Channel>, min_valid: u64) -> Result<String, tonic::Status> {
+    let req = GetTokenRequest { context: String::new(), min_valid_seconds: min_valid };
+    client.get_token(req).await.map(|r| r.into_inner().token)
+}
+
+/// Waits for an event of `kind` on `events`, failing after `within`.
+async fn next_event(
+    agent: &TestAgent,
+    events: &mut tonic::Streaming<pachagent::proto::agent::SessionEvent>,
+    kind: EventKind,
+    within: Duration,
+) -> pachagent::proto::agent::SessionEvent {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = tokio::time::timeout(left, events.message())
+            .await
+            .unwrap_or_else(|_| panic!("no {kind:?} event within {within:?}; the agent's log:\n{}", agent.log_text()))
+            .unwrap()
+            .unwrap();
+        if event.kind == kind as i32 {
+            return event;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_renews_before_it_expires_and_the_replaced_token_is_revoked() {
+    let (op, pachd, agent) = renewable_session(Duration::from_secs(8), Keyring::SecretService);
+    let channel = channel(&agent).await;
+    let mut client = AgentClient::new(channel.clone());
+    let mut events = client.watch(WatchRequest::default()).await.unwrap().into_inner();
+    let first = get_token(&mut client, 0).await.unwrap();
+    let status = agent.cli(&["status", "--json"]).json();
+    assert!(status["sessions"][0]["refresh_at"].is_string(), "status shows the planned renewal: {status}");
+
+    let refreshed = next_event(&agent, &mut events, EventKind::Refreshed, Duration::from_secs(15)).await;
+    assert_eq!(refreshed.username, "user:alice@example.com");
+    let second = get_token(&mut client, 0).await.unwrap();
+    assert_ne!(first, second, "a new token after the renewal");
+    assert_eq!(pachd.who_am_i(&second).await.unwrap(), "user:alice@example.com");
+    assert!(op.grants("refresh_token") >= 1);
+    let stored = agent.stored("dev").await.unwrap();
+    assert_eq!(stored.pach_token.expose_secret(), second, "the keyring holds the renewed session");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pachd.who_am_i(&first).await.is_ok() {
+        assert!(Instant::now() < deadline, "the replaced token was never revoked at pachd");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_hundred_callers_needing_a_renewal_at_once_cause_one_refresh_grant_and_one_authenticate() {
+    let (op, pachd, agent) = renewable_session(Duration::from_secs(60), Keyring::SecretService);
+    assert_eq!(pachd.id_token_logins(), 1, "the login itself");
+    let channels: Vec<Channel> = {
+        let mut v = Vec::new();
+        for _ in 0..10 {
+            v.push(channel(&agent).await);
+        }
+        v
+    };
+    // Asking for 58 s from a token with less than that left forces a renewal; a fresh 60 s token satisfies it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..500 {
+        let mut client = AgentClient::new(channels[i % channels.len()].clone());
+        calls.spawn(async move { get_token(&mut client, 58).await });
+    }
+    let mut tokens = std::collections::HashSet::new();
+    while let Some(result) = calls.join_next().await {
+        tokens.insert(result.unwrap().expect("every caller gets a token"));
+    }
+    assert_eq!(tokens.len(), 1, "every caller got the one renewed token");
+    assert_eq!(op.grants("refresh_token"), 1, "one refresh grant at the provider");
+    assert_eq!(pachd.id_token_logins(), 2, "one Authenticate at pachd for the renewal");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn under_a_minute_of_constant_use_with_five_second_tokens_no_caller_gets_a_token_pachd_rejects() {
+    let (op, pachd, agent) = renewable_session(Duration::from_secs(5), Keyring::SecretService);
+    let pachd = Arc::new(pachd);
+    let rejected = Arc::new(AtomicUsize::new(0));
+    let served = Arc::new(AtomicUsize::new(0));
+    let stop = Instant::now() + Duration::from_secs(60);
+    let before = op.grants("refresh_token");
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let (pachd, rejected, served) = (Arc::clone(&pachd), Arc::clone(&rejected), Arc::clone(&served));
+        let mut client = AgentClient::new(channel(&agent).await);
+        clients.spawn(async move {
+            while Instant::now() < stop {
+                let token = get_token(&mut client, 1).await.expect("a token valid for a second more");
+                served.fetch_add(1, Ordering::Relaxed);
+                if pachd.who_am_i(&token).await.is_err() {
+                    rejected.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+    while let Some(r) = clients.join_next().await {
+        r.unwrap();
+    }
+    let served = served.load(Ordering::Relaxed);
+    assert!(served > 1000, "the clients kept asking: {served} tokens");
+    assert_eq!(rejected.load(Ordering::Relaxed), 0, "tokens pachd refused, out of {served}");
+    // 5 s tokens renew with about half their life left: every ~2.5 s, so about 24 times a minute.
+    let refreshes = op.grants("refresh_token") - before;
+    assert!((16..=32).contains(&refreshes), "{refreshes} refreshes in 60 s; the schedule predicts about 24");
+}
+
+#[test]
+fn an_agent_killed_at_random_points_of_its_renewals_restarts_logged_in_every_time() {
+    let (_op, _pachd, mut agent) = renewable_session(Duration::from_secs(4), Keyring::SecretService);
+    let mut seed = std::process::id() as u64;
+    for round in 0..20 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let wait = Duration::from_millis((seed >> 33) % 2500);
+        std::thread::sleep(wait);
+        agent.kill();
+        agent.start();
+        let who = agent.cli(&["whoami"]);
+        assert_eq!(who.code, 0, "round {round} (killed after {wait:?}): {who:#?}\n{}", agent.log_text());
+        assert!(who.stdout.starts_with("You are \"user:alice@example.com\""), "round {round}: {who:#?}");
+    }
+    let log = agent.log_text();
+    assert!(log.contains("session refreshed"), "renewals happened between the kills:\n{log}");
+    assert_eq!(log.matches("interactive login finished").count(), 1, "never a new login");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_keep_being_served_through_a_provider_outage_and_renewal_resumes_when_it_returns() {
+    let (op, pachd, agent) = renewable_session(Duration::from_secs(24), Keyring::SecretService);
+    let mut client = AgentClient::new(channel(&agent).await);
+    let mut events = client.watch(WatchRequest::default()).await.unwrap().into_inner();
+    op.set_down(true);
+    let failed = next_event(&agent, &mut events, EventKind::RefreshFailed, Duration::from_secs(20)).await;
+    assert!(failed.detail.contains("retrying in"), "{}", failed.detail);
+    let during = get_token(&mut client, 0).await.expect("the still-valid token is served during the outage");
+    assert_eq!(pachd.who_am_i(&during).await.unwrap(), "user:alice@example.com");
+    op.set_down(false);
+    next_event(&agent, &mut events, EventKind::Refreshed, Duration::from_secs(15)).await;
+    let after = get_token(&mut client, 0).await.unwrap();
+    assert_ne!(during, after);
+    assert_eq!(agent.cli(&["status", "--json"]).json()["sessions"][0]["state"], "active");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refresh_token_revoked_at_the_provider_requires_a_login_after_one_attempt() {
+    let (op, _pachd, agent) = renewable_session(Duration::from_secs(60), Keyring::SecretService);
+    let mut client = AgentClient::new(channel(&agent).await);
+    let mut events = client.watch(WatchRequest::default()).await.unwrap().into_inner();
+    assert!(op.revoke_grants("alice@example.com") >= 1);
+    // Asking for more than is left (but less than a fresh token gives) makes the agent try to renew.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let err = get_token(&mut client, 56).await.expect_err("no renewal is possible");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    assert!(err.message().contains("pachagent login --context dev"), "{}", err.message());
+    let required = next_event(&agent, &mut events, EventKind::LoginRequired, Duration::from_secs(5)).await;
+    assert!(required.detail.contains("invalid_grant"), "{}", required.detail);
+    let attempts = op.stats()["errors"]["refresh_token"].as_u64().unwrap_or(0);
+    assert_eq!(attempts, 1, "one attempt, no retry storm");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(op.stats()["errors"]["refresh_token"].as_u64().unwrap_or(0), 1, "and none later");
+    assert_eq!(agent.cli(&["status", "--json"]).json()["sessions"][0]["state"], "login_required");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_that_cannot_be_renewed_warns_before_it_ends_and_says_when_it_has() {
+    let pachd = PachdDev::start(None, None);
+    let mut agent = TestAgent::new(Keyring::SecretService);
+    agent.add_context("dev", &pachd.address, &[]);
+    agent.set_context_option("dev", "expiry_warnings", toml::Value::Array(vec!["3s".into()]));
+    agent.start();
+    let mut client = AgentClient::new(channel(&agent).await);
+    let mut events = client.watch(WatchRequest::default()).await.unwrap().into_inner();
+    let token = pachd.robot_token("nightly", 6).await;
+    agent.cli_stdin(&["login", "--token-stdin"], &token).ok();
+    let soon = next_event(&agent, &mut events, EventKind::ExpiringSoon, Duration::from_secs(6)).await;
+    assert!(soon.detail.contains("cannot be renewed"), "{}", soon.detail);
+    let ended = next_event(&agent, &mut events, EventKind::Expired, Duration::from_secs(6)).await;
+    assert_eq!(ended.username, "robot:nightly");
+    assert_eq!(agent.cli(&["status", "--json"]).json()["sessions"][0]["state"], "expired");
+}
