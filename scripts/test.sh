@@ -56,6 +56,7 @@ ensure_system_packages() {
     command -v gnome-keyring-daemon >/dev/null 2>&1 || missing+=(gnome-keyring)
     command -v secret-tool >/dev/null 2>&1 || missing+=(libsecret-tools)
     command -v keyctl >/dev/null 2>&1 || missing+=(keyutils)
+    command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
     if [ "${#missing[@]}" -gt 0 ]; then
         # shellcheck disable=SC2046 # word splitting is the point: a de-duplicated list of package names
         apt_install $(printf '%s\n' "${missing[@]}" | sort -u)

@@ -55,7 +55,7 @@ pub(super) async fn dispatch(g: Globals, command: Command) -> Result<(), Error> 
         Command::Serve(args) => {
             init_tracing(args.log_format, "info");
             let opts = ServeOptions { socket: g.socket, config: g.config };
-            daemon::serve(opts).await.map_err(Error::Daemon)
+            daemon::serve(opts, args.idle_exit).await.map_err(Error::Daemon)
         }
         Command::Dev(args) => {
             // The embedded services log at `warn` so that the session events stay readable.
@@ -71,8 +71,13 @@ pub(super) async fn dispatch(g: Globals, command: Command) -> Result<(), Error> 
 
 async fn client_command(g: &Globals, command: Command) -> Result<(), Error> {
     match command {
-        // `dispatch` runs these itself, and `cli::run` runs `exec`; this function only sees client commands.
-        Command::Serve(_) | Command::Dev(_) | Command::Exec(_) => Ok(()),
+        // `dispatch` runs these itself, and `cli::run` runs `exec`, `service` and `doctor`, which choose their own
+        // exit codes; this function only sees client commands.
+        Command::Serve(_) | Command::Dev(_) | Command::Exec(_) | Command::Service(_) | Command::Doctor => Ok(()),
+        Command::Completions { shell } => {
+            Ok(output::generated(&mut io::stdout(), &super::completions::completion_script(shell))?)
+        }
+        Command::Man => Ok(output::generated(&mut io::stdout(), &super::completions::man_page()?)?),
         Command::Context(cmd) => context(g, cmd).await,
         Command::Login(args) => super::login::login(g, args).await,
         Command::Logout(args) => {

@@ -1,19 +1,24 @@
 //! The `pachagent` command line: argument parsing, one handler per subcommand, and exit codes.
 //!
-//! Subcommands other than `serve` and `context` are thin clients: they ask the agent over [`crate::client`] and
+//! Most subcommands are thin clients: they ask the agent over [`crate::client`] and
 //! hand the answer to [`output`], the only place that prints. `login` also acts for the user on this machine:
 //! it decides whether a browser can be opened here (`browser`), opens the URLs the agent sends, and turns Ctrl-C
 //! into a cancelled login. `context` edits the configuration file directly (the agent need not run), keeps a
 //! client secret in the keyring, and then asks a running agent to reload. `serve` sets up tracing and runs
-//! [`crate::daemon::serve`]. No handler keeps a token or secret longer than it takes to send, store or print it.
+//! [`crate::daemon::serve`]. `service` installs the agent as a user service (systemd socket activation or
+//! launchd), `doctor` checks a setup end to end, and `completions`/`man` print text generated from this
+//! definition. No handler keeps a token or secret longer than it takes to send, store or print it.
 
 mod browser;
 mod commands;
+mod completions;
 mod dev;
+mod doctor;
 mod error;
 mod exec;
 mod login;
 pub mod output;
+mod service;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -195,6 +200,41 @@ enum Command {
                       pachagent exec --context prod --min-valid 1h -- python train.py"
     )]
     Exec(exec::ExecArgs),
+
+    /// Print a shell completion script on stdout
+    #[command(
+        long_about = "Print the completion script for SHELL on stdout. Load it from your shell's startup file \
+                      or save it where your shell looks for completions.",
+        after_help = "Examples:\n  pachagent completions bash > ~/.local/share/bash-completion/completions/pachagent\n  \
+                      pachagent completions zsh > \"${fpath[1]}/_pachagent\"\n  \
+                      pachagent completions fish > ~/.config/fish/completions/pachagent.fish"
+    )]
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Check the configuration, the context's pachd and identity provider, the keyring and the agent's socket
+    #[command(
+        long_about = "Check, one by one, what logging in needs: the configuration parses; the context exists; \
+                      pachd answers and has auth activated; the provider's discovery document names exactly the \
+                      configured issuer and publishes signing keys; the provider supports the context's login \
+                      method; the redirect port is free (and the exact callback URL to register); this machine's \
+                      clock agrees with the provider's; the keyring answers and keeps sessions; the agent's \
+                      socket is owner-only and served by you. Each line starts with ✔ (fine), ! (works, with a \
+                      caveat) or ✘ (broken, with what to fix). Exits 0 when nothing is broken, 1 otherwise.",
+        after_help = "Examples:\n  pachagent doctor\n  pachagent doctor --context prod --json"
+    )]
+    Doctor,
+
+    /// Install, remove or inspect the agent as a service of your user (systemd or launchd)
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
+
+    /// Print the manual page (roff) on stdout
+    #[command(after_help = "Example:\n  pachagent man > ~/.local/share/man/man1/pachagent.1")]
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +242,19 @@ struct ServeArgs {
     /// Log line format on stderr
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Exit once no client has connected for this long and no session needs renewing or a warning within it
+    /// (e.g. 10m; for socket activation, which starts the agent again on the next connection)
+    #[arg(long, value_name = "DURATION", value_parser = parse_idle_exit)]
+    idle_exit: Option<Duration>,
+}
+
+/// Parses `--idle-exit`: a human duration of at least one second.
+fn parse_idle_exit(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) {
+        return Err("use a duration of at least 1s".into());
+    }
+    Ok(d)
 }
 
 /// How the agent writes its log.
@@ -412,6 +465,14 @@ pub async fn run(cli: Cli) -> ExitCode {
     // `exec` ends with its command's exit status, which is neither success nor one of this CLI's errors.
     if let Command::Exec(args) = command {
         return exec::run(&globals, args).await;
+    }
+    // `service` reports partial success (files written, service manager unreachable) with its own exit code.
+    if let Command::Service(cmd) = command {
+        return service::run(&globals, cmd).await;
+    }
+    // `doctor` exits 1 when a check fails, after printing every check.
+    if let Command::Doctor = command {
+        return doctor::run(&globals).await;
     }
     match commands::dispatch(globals, command).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,8 +5,10 @@
 //! relative times, so that each format is testable byte for byte. Tokens reach stdout only through [`token`].
 
 mod contexts;
+mod doctor;
 mod format;
 mod login;
+mod service;
 
 use std::io::{self, Write};
 
@@ -14,9 +16,14 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 pub use self::contexts::{context_changed, contexts};
+pub use self::doctor::{Check, CheckOutcome, doctor};
 use self::format::{Row, dash, json_line, marker, non_empty, rfc3339_opt, table};
 pub use self::format::{go_quote, humanize, rfc822_utc, rfc3339, timestamp};
 pub use self::login::{BrowserPlan, LoginStep, WaitSpinner, browser_failed, login_done, login_step, waiting_message};
+pub use self::service::{
+    ServiceFile, ServiceUnitState, service_files, service_manual, service_not_installed, service_removed,
+    service_started, service_status, service_written,
+};
 use crate::proto::agent::{
     EventKind, GetStatusResponse, GetTokenResponse, LoginMethod, LogoutResponse, SessionEvent, SessionState,
     SessionStatus, WhoAmIResponse,
@@ -26,6 +33,12 @@ use crate::secret::PachToken;
 /// An error for people: `pachagent: <message>`.
 pub fn error(err: &mut dyn Write, message: &dyn std::fmt::Display) -> io::Result<()> {
     writeln!(err, "pachagent: {message}")
+}
+
+/// Text generated for another program (a completion script, a man page), written as it is.
+pub fn generated(out: &mut dyn Write, text: &[u8]) -> io::Result<()> {
+    out.write_all(text)?;
+    out.flush()
 }
 
 /// A warning that does not change the exit code: `pachagent: warning: <message>`.

@@ -1,10 +1,12 @@
-//! The agent process: takes the socket, opens the secret store, restores sessions, serves the API until
-//! SIGINT/SIGTERM, then drains and removes the socket.
+//! The agent process: takes the socket (or adopts the one systemd's socket activation hands it), opens the
+//! secret store, restores sessions, serves the API until SIGINT/SIGTERM (or, with `--idle-exit`, until no
+//! client and no session needs it), then drains and removes the socket it made.
 //!
 //! [`serve`] is what `pachagent serve` runs; [`run`] takes an already bound listener and a shutdown future so
 //! that it can be driven from anywhere (the CLI, `pachagent dev`, tests). No RPC or token logic lives here.
 
 mod harden;
+mod idle;
 pub mod socket;
 
 use std::future::Future;
@@ -78,9 +80,9 @@ impl Error {
 ///
 /// # Errors
 /// When the socket cannot be taken, the configuration is invalid or the secret store cannot be opened.
-pub async fn serve(opts: ServeOptions) -> Result<(), Error> {
+pub async fn serve(opts: ServeOptions, idle_exit: Option<Duration>) -> Result<(), Error> {
     harden::apply();
-    serve_until(opts, stop_signal()).await
+    serve_until_idle(opts, stop_signal(), idle_exit).await
 }
 
 /// Runs the agent until `shutdown` completes: takes the socket, opens the store, restores sessions, serves.
@@ -89,11 +91,33 @@ pub async fn serve(opts: ServeOptions) -> Result<(), Error> {
 /// # Errors
 /// As [`serve`].
 pub async fn serve_until(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    serve_until_idle(opts, shutdown, None).await
+}
+
+/// As [`serve_until`], and with `idle_exit` the agent also stops by itself once no client has been connected
+/// for that long and no session has a renewal, warning or expiry due within it (`pachagent serve
+/// --idle-exit`, for socket activation). The sessions stay in the keyring for the next start.
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_until_idle(
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+    idle_exit: Option<Duration>,
+) -> Result<(), Error> {
     let config = Config::load(&opts.config)?;
-    let (listener, guard) = socket::bind(&opts.socket)?;
+    let (listener, guard, activated) = match socket::activated(&opts.socket)? {
+        Some((listener, guard)) => (listener, guard, true),
+        None => {
+            let (listener, guard) = socket::bind(&opts.socket)?;
+            (listener, guard, false)
+        }
+    };
     let store = Store::open(config.store, &config.keyring_service).await?;
+    let local = listener.local_addr().ok().and_then(|a| a.as_pathname().map(std::path::Path::to_owned));
     info!(
-        socket = %opts.socket.display(),
+        socket = %local.as_deref().unwrap_or(&opts.socket).display(),
+        socket_activated = activated,
         config = %opts.config.display(),
         store = store.backend().name(),
         pid = std::process::id(),
@@ -108,7 +132,23 @@ pub async fn serve_until(opts: ServeOptions, shutdown: impl Future<Output = ()>)
     let reloader = tokio::spawn(reload_on_hangup(Arc::clone(&engine)));
     let resyncer = tokio::spawn(Arc::clone(&engine).resync_task());
     let scheduler = tokio::spawn(Arc::clone(&engine).schedule_task());
-    let result = run(listener, engine, shutdown).await;
+    let activity = idle::Activity::new();
+    let idle = {
+        let (activity, engine) = (activity.clone(), Arc::clone(&engine));
+        async move {
+            match idle_exit {
+                Some(window) => idle::idle(activity, engine, window).await,
+                None => std::future::pending().await,
+            }
+        }
+    };
+    let stop = async {
+        tokio::select! {
+            () = shutdown => {}
+            () = idle => {}
+        }
+    };
+    let result = run_tracked(listener, engine, stop, activity).await;
     verifier.abort();
     reloader.abort();
     resyncer.abort();
@@ -128,6 +168,17 @@ pub async fn run(
     engine: Arc<SessionEngine>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
+    run_tracked(listener, engine, shutdown, idle::Activity::new()).await
+}
+
+/// As [`run`], counting client connections in `activity`.
+async fn run_tracked(
+    listener: UnixListener,
+    engine: Arc<SessionEngine>,
+    shutdown: impl Future<Output = ()>,
+    activity: idle::Activity,
+) -> Result<(), Error> {
+    use tokio_stream::StreamExt;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<AgentServer<AgentService>>().await;
@@ -136,9 +187,12 @@ pub async fn run(
     let server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(service)
-        .serve_with_incoming_shutdown(socket::same_user_connections(listener), async move {
-            let _ = drained.wait_for(|stop| *stop).await;
-        });
+        .serve_with_incoming_shutdown(
+            socket::same_user_connections(listener).map(move |accepted| accepted.map(|s| activity.track(s))),
+            async move {
+                let _ = drained.wait_for(|stop| *stop).await;
+            },
+        );
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => return result.map_err(|e| Error::Server(e.to_string())),

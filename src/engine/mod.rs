@@ -528,3 +528,53 @@ impl From<config::Error> for Error {
         Error::Config(e)
     }
 }
+
+impl SessionEngine {
+    /// The next instant the engine has work of its own: a renewal, an expiry warning or an expiry to announce,
+    /// or `now` while a renewal, an interactive login or a keyring resync is under way. `None` when nothing
+    /// will ever be due without a caller (no sessions, or only sessions that neither renew nor expire).
+    ///
+    /// The agent's `--idle-exit` asks this; it only reads state, so asking never changes a timetable.
+    pub fn next_due(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if !lock(&self.flights).is_empty() || !lock(&self.out_of_sync).is_empty() {
+            return Some(now);
+        }
+        let config = self.config();
+        let sessions = read(&self.sessions);
+        let mut next: Option<DateTime<Utc>> = None;
+        let mut soonest = |t: DateTime<Utc>| next = Some(next.map_or(t, |n| n.min(t)).max(now));
+        for (name, s) in sessions.iter() {
+            let Ok(ctx) = config.context(name) else { continue };
+            if s.refreshable() {
+                match s.refresh.at {
+                    _ if s.refresh.in_flight => soonest(now),
+                    Some(at) => soonest(at),
+                    // Not planned yet: the scheduler is about to plan it.
+                    None if s.expiration.is_some() => soonest(now),
+                    None => {}
+                }
+            } else if let Some(exp) = s.expiration
+                && s.verdict == Verdict::Valid
+                && exp > now
+            {
+                for lead in &ctx.expiry_warnings {
+                    let Some(at) = chrono::Duration::from_std(*lead).ok().and_then(|l| exp.checked_sub_signed(l))
+                    else {
+                        continue;
+                    };
+                    // A lead that has passed is pending until announced (the scheduler announces the nearest).
+                    if at > now || s.warned.is_none_or(|w| *lead < w) {
+                        soonest(at);
+                    }
+                }
+            }
+            if let Some(exp) = s.expiration
+                && !s.expiry_announced
+                && s.verdict != Verdict::LoginRequired
+            {
+                soonest(exp);
+            }
+        }
+        next
+    }
+}

@@ -1,0 +1,98 @@
+//! `pachagent dev`, the main job on its embedded defaults: a dev identity provider, pachd-dev and an agent on
+//! loopback, logged in as dev@example.com, usable from another shell, renewing visibly, cleaned up on Ctrl-C.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Lines of a child's pipe, as they come.
+fn lines(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a line satisfying `pick`; returns it.
+#[track_caller]
+fn wait_line(rx: &mpsc::Receiver<String>, what: &str, within: Duration, pick: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if pick(&line) => return line,
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    panic!("no {what} within {within:?}; saw:\n{}", seen.join("\n"));
+}
+
+#[test]
+fn pachagent_dev_logs_in_serves_another_shell_renews_and_cleans_up_on_ctrl_c() {
+    assert!(
+        std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some(),
+        "this test needs a session bus with gnome-keyring: run it with scripts/test.sh"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_pachagent"))
+        .args(["dev", "--id-token-ttl", "10s"])
+        .env("TMPDIR", tmp.path())
+        .env("HOME", tmp.path())
+        .env_remove("PACHAGENT_SOCKET")
+        .env_remove("PACHAGENT_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines(dev.stdout.take().unwrap());
+    let err = lines(dev.stderr.take().unwrap());
+    let who = wait_line(&out, "the login", Duration::from_secs(60), |l| l.starts_with("You are "));
+    assert_eq!(who, "You are \"user:dev@example.com\"");
+    let socket =
+        wait_line(&err, "the socket export line", Duration::from_secs(10), |l| l.contains("export PACHAGENT_SOCKET="));
+    let config =
+        wait_line(&err, "the config export line", Duration::from_secs(10), |l| l.contains("export PACHAGENT_CONFIG="));
+    let value = |line: &str| line.split_once('=').unwrap().1.trim_matches('\'').to_owned();
+    let (socket, config) = (value(&socket), value(&config));
+
+    // "From another terminal": the printed exports are all a second shell needs.
+    let whoami = Command::new(env!("CARGO_BIN_EXE_pachagent"))
+        .arg("whoami")
+        .env("PACHAGENT_SOCKET", &socket)
+        .env("PACHAGENT_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert!(whoami.status.success(), "{whoami:?}");
+    assert!(String::from_utf8_lossy(&whoami.stdout).starts_with("You are \"user:dev@example.com\""));
+
+    let refreshed = wait_line(&out, "a REFRESHED event", Duration::from_secs(30), |l| l.contains(" REFRESHED "));
+    assert!(refreshed.contains("user:dev@example.com"), "{refreshed}");
+
+    #[allow(unsafe_code)]
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(dev.id() as i32, libc::SIGINT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = dev.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "pachagent dev did not stop within 20 s of Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert!(!std::path::Path::new(&socket).exists(), "the temporary socket directory is gone");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.iter().all(|n| !n.to_string_lossy().starts_with("pachagent-dev-")), "left behind: {left:?}");
+}
