@@ -197,9 +197,8 @@ impl SessionEngine {
         if verify {
             self.verify(&ctx.name).await?;
         }
-        let renewable = read(&self.sessions)
-            .get(&ctx.name)
-            .is_some_and(|s| s.refreshable() && s.state(Utc::now()) != SessionState::Active);
+        let renewable =
+            read(&self.sessions).get(&ctx.name).is_some_and(|s| s.refreshable() && !s.still_valid(Utc::now()));
         if renewable {
             // An expired (or refused) session that can be renewed is answered after the renewal, not as expired.
             self.refresh_now(&ctx.name, Some(std::time::Duration::ZERO)).await?;
@@ -496,8 +495,11 @@ impl SessionEngine {
 fn usable<'a>(sessions: &'a HashMap<String, Session>, name: &str, now: DateTime<Utc>) -> Result<&'a Session, Error> {
     let session = sessions.get(name).ok_or_else(|| Error::NotLoggedIn { context: name.to_owned() })?;
     match session.state(now) {
-        SessionState::Active | SessionState::Refreshing => Ok(session),
-        SessionState::Expired => Err(Error::Expired { context: name.to_owned() }),
+        _ if session.still_valid(now) => Ok(session),
+        // Active and Refreshing imply a valid token; a session here has just expired.
+        SessionState::Expired | SessionState::Active | SessionState::Refreshing => {
+            Err(Error::Expired { context: name.to_owned() })
+        }
         SessionState::LoginRequired | SessionState::LoggedOut => Err(Error::LoginRequired { context: name.to_owned() }),
     }
 }

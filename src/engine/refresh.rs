@@ -110,7 +110,7 @@ impl SessionEngine {
         let session = sessions.get(name).ok_or_else(|| Error::NotLoggedIn { context: name.clone() })?;
         let long_enough = session.left(now).is_none_or(|left| left >= min_valid);
         match session.state(now) {
-            SessionState::Active | SessionState::Refreshing if long_enough => {
+            _ if session.still_valid(now) && long_enough => {
                 session.promise(now + chrono::Duration::from_std(min_valid).unwrap_or_default());
                 Ok(Grant::Ready(super::TokenGrant {
                     context: name.clone(),
@@ -237,8 +237,9 @@ impl SessionEngine {
         self.update(&ctx.name, |s| {
             s.refresh.in_flight = false;
             if fatal {
+                // The token pachd issued stays valid until it expires and keeps being served; the session shows
+                // LOGIN_REQUIRED because it cannot be renewed.
                 s.refresh.dead = true;
-                s.verdict = Verdict::LoginRequired;
                 s.last_error = Some(format!("{e}: run pachagent login --context {}", ctx.name));
                 event = Some((EventKind::LoginRequired, s.last_error.clone().unwrap_or_default()));
             } else {

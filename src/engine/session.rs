@@ -120,11 +120,19 @@ impl Session {
     pub fn state(&self, now: DateTime<Utc>) -> SessionState {
         match self.verdict {
             Verdict::LoginRequired => SessionState::LoginRequired,
+            // A refresh token the provider refused for good: only a login helps, even while the token lives on.
+            _ if self.refresh.dead => SessionState::LoginRequired,
             Verdict::Expired => SessionState::Expired,
             Verdict::Valid if self.expiration.is_some_and(|e| e <= now) => SessionState::Expired,
             Verdict::Valid if self.refresh.in_flight => SessionState::Refreshing,
             Verdict::Valid => SessionState::Active,
         }
+    }
+
+    /// Whether the token itself still works (pachd has not refused it and it has not expired), whatever the
+    /// session's renewal prospects.
+    pub fn still_valid(&self, now: DateTime<Utc>) -> bool {
+        self.verdict == Verdict::Valid && self.expiration.is_none_or(|e| e > now)
     }
 
     /// Whether the agent can renew the session without the user.
