@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use super::{Error, LoginDone, SessionEngine, SessionMethod, lock};
 use crate::config::{Context, Method};
 use crate::oidc::callback::{self, Callback, Page};
-use crate::oidc::{self, Provider, ProviderSettings, Tokens};
+use crate::oidc::{self, Provider, Tokens};
 
 /// pachd keeps the state of its own login for three minutes (`threeMinutes` in pachd's oidc.go).
 const PACHD_STATE_TTL: Duration = Duration::from_secs(180);
@@ -282,18 +282,18 @@ impl SessionEngine {
                     return Err(needs_issuer("device flow"));
                 }
                 chosen(SessionMethod::Device, "Using the device flow (the context's method is \"device\").".into());
-                let provider = self.provider(ctx).await?;
+                let provider = self.discover_provider(ctx).await?;
                 self.device_login(ctx, &provider, deadline, flight).await
             }
             (RequestedMethod::Oidc, _) => {
                 if !has_issuer {
                     return Err(needs_issuer("browser login"));
                 }
-                let provider = self.provider(ctx).await?;
+                let provider = self.discover_provider(ctx).await?;
                 self.browser_login(ctx, &provider, opts.browser_available, deadline, flight).await
             }
             (RequestedMethod::Auto, Method::Oidc) => {
-                let provider = self.provider(ctx).await?;
+                let provider = self.discover_provider(ctx).await?;
                 if opts.browser_available {
                     chosen(SessionMethod::Oidc, "Logging in with your browser.".into());
                     self.browser_login(ctx, &provider, true, deadline, flight).await
@@ -316,23 +316,6 @@ impl SessionEngine {
                 }
             }
         }
-    }
-
-    async fn provider(&self, ctx: &Context) -> Result<Provider, Error> {
-        let client_secret = self
-            .store
-            .load_client_secret(&ctx.name)
-            .await
-            .map_err(|source| Error::Store { context: ctx.name.clone(), source })?;
-        let settings = ProviderSettings {
-            issuer: ctx.issuer.clone().unwrap_or_default(),
-            issuer_url: ctx.issuer_url.clone(),
-            client_id: ctx.client_id.clone().unwrap_or_default(),
-            client_secret,
-            ca_file: ctx.issuer_ca_file.clone(),
-            scopes: ctx.all_scopes(),
-        };
-        Provider::discover(settings).await.map_err(|source| oidc_error(ctx, source))
     }
 
     async fn browser_login(

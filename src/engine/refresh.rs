@@ -262,10 +262,17 @@ impl SessionEngine {
         }
     }
 
+    /// The context's provider as last discovered, discovering it when there is none yet.
     async fn cached_provider(&self, ctx: &Context) -> Result<Arc<Provider>, Error> {
         if let Some(p) = super::lock(&self.providers).get(&ctx.name) {
             return Ok(Arc::clone(p));
         }
+        self.discover_provider(ctx).await
+    }
+
+    /// Discovers the context's provider afresh (an interactive login always does, so that it sees the provider
+    /// as it is now) and keeps it for the renewals that follow.
+    pub(super) async fn discover_provider(&self, ctx: &Context) -> Result<Arc<Provider>, Error> {
         let client_secret = self
             .store
             .load_client_secret(&ctx.name)
