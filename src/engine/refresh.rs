@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::{Error, EventKind, Session, SessionEngine, SessionState, Verdict, login::oidc_error, read, write};
 use crate::config::Context;
-use crate::oidc::{self, Provider, ProviderSettings, Tokens};
+use crate::oidc::{Provider, ProviderSettings, Tokens};
 use crate::secret::RefreshToken;
 
 /// The scheduler never sleeps longer than this, so a suspended laptop re-evaluates its sessions soon after it
@@ -82,7 +82,7 @@ impl SessionEngine {
             Grant::NeedsRefresh => {
                 self.refresh_now(&ctx.name, Some(min_valid)).await.map_err(|e| match e {
                     // The provider refused the refresh token for good: what the caller needs is a login.
-                    Error::Oidc { source: oidc::Error::Refused { .. }, .. } => {
+                    Error::Oidc { ref source, .. } if source.is_refusal_for_good() => {
                         Error::LoginRequired { context: ctx.name.clone() }
                     }
                     other => other,
@@ -231,7 +231,7 @@ impl SessionEngine {
     /// Records a failed renewal: a refresh token refused for good ends the session (LOGIN_REQUIRED, no retry
     /// storm); anything else is retried with backoff, and reported as REFRESH_FAILED.
     fn renewal_failed(&self, ctx: &Context, e: &Error, started: DateTime<Utc>) {
-        let fatal = matches!(e, Error::Oidc { source: oidc::Error::Refused { .. }, .. });
+        let fatal = matches!(e, Error::Oidc { source, .. } if source.is_refusal_for_good());
         let now = Utc::now();
         let mut event = None;
         self.update(&ctx.name, |s| {

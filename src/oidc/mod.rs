@@ -70,6 +70,14 @@ impl Error {
         matches!(self, Error::Refused { error, .. } if error == "invalid_grant")
     }
 
+    /// A refusal that retrying cannot change: the refresh token is dead (`invalid_grant`) or the client is not
+    /// (or no longer) allowed (`invalid_client`, `unauthorized_client`, `access_denied`). Errors such as
+    /// `temporarily_unavailable` or `server_error` are worth a retry.
+    pub fn is_refusal_for_good(&self) -> bool {
+        matches!(self, Error::Refused { error, .. }
+            if matches!(error.as_str(), "invalid_grant" | "invalid_client" | "unauthorized_client" | "access_denied"))
+    }
+
     /// Whether trying again later may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Unreachable { .. })
