@@ -95,12 +95,13 @@ async fn five_hundred_callers_needing_a_renewal_at_once_cause_one_refresh_grant_
         }
         v
     };
-    // Asking for 58 s from a token with less than that left forces a renewal; a fresh 60 s token satisfies it.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Asking for 54 s from a token with less than that left forces a renewal; a fresh token (about 57 s: the ID
+    // token's 60 s less the login's own time) satisfies it.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..500 {
         let mut client = AgentClient::new(channels[i % channels.len()].clone());
-        calls.spawn(async move { get_token(&mut client, 58).await });
+        calls.spawn(async move { get_token(&mut client, 54).await });
     }
     let mut tokens = std::collections::HashSet::new();
     while let Some(result) = calls.join_next().await {
