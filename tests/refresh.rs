@@ -149,34 +149,40 @@ async fn under_a_minute_of_constant_use_with_five_second_tokens_no_caller_gets_a
 /// A kill can land after the provider rotated the refresh token and before the agent stored the new one; a
 /// provider with reuse detection then refuses the stored one and revokes the whole family. The agent must still
 /// restart with a usable session (the old pach token is valid until it expires) and say a login is needed; the
-/// test then logs in again and goes on, and such rounds must stay rare (the window is a few milliseconds).
+/// test then logs in again and goes on. A family may be lost only by a kill inside that window, which the agent's
+/// own log brackets ("refresh grant sent" … "rotated refresh token stored"); anywhere else the renewal must go on.
 #[test]
 fn an_agent_killed_at_random_points_of_its_renewals_restarts_logged_in_every_time() {
     let (_op, _pachd, mut agent) = renewable_session(Duration::from_secs(4), Keyring::SecretService);
     let mut seed = u64::from(std::process::id());
-    let mut lost_families = 0;
+    let (mut lost_families, mut outside_window) = (0, 0);
     for round in 0..20 {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let wait = Duration::from_millis((seed >> 33) % 2500);
+        let life_start = agent.log_text().len();
         std::thread::sleep(wait);
         agent.kill();
-        let before = agent.log_text().matches("invalid_grant").count();
+        let life = agent.log_text()[life_start..].to_owned();
+        let in_window = life.rfind("refresh grant sent").is_some_and(|sent| !life[sent..].contains("token stored"));
         agent.start();
         let who = agent.cli(&["whoami"]);
         assert_eq!(who.code, 0, "round {round} (killed after {wait:?}): {who:#?}\n{}", agent.log_text());
         assert!(who.stdout.starts_with("You are \"user:alice@example.com\""), "round {round}: {who:#?}");
         std::thread::sleep(Duration::from_millis(300));
-        if agent.log_text().matches("invalid_grant").count() > before {
-            // Killed inside the rotation window: the session was usable, and now says a login is needed.
+        if agent.log_text()[life_start + life.len()..].contains("invalid_grant") {
+            assert!(in_window, "round {round}: the family was lost by a kill outside the rotation window:\n{life}");
             let status = agent.cli(&["status", "--json"]).json();
             assert_eq!(status["sessions"][0]["state"], "login_required", "round {round}: {status}");
             lost_families += 1;
             agent.cli(&["login", "--force"]).ok();
+        } else if !in_window {
+            outside_window += 1;
         }
     }
     let log = agent.log_text();
     assert!(log.contains("session refreshed"), "renewals happened between the kills:\n{log}");
-    assert!(lost_families <= 3, "{lost_families} of 20 kills landed in the rotation window");
+    assert!(outside_window >= 10, "only {outside_window} of 20 kills fell outside the rotation window");
+    eprintln!("{lost_families} of 20 kills landed in the rotation window");
 }
 
 #[tokio::test(flavor = "multi_thread")]

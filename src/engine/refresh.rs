@@ -174,6 +174,7 @@ impl SessionEngine {
 
     async fn renew(self: &Arc<Self>, ctx: &Context, refresh_token: RefreshToken, old: &Session) -> Result<(), Error> {
         let provider = self.cached_provider(ctx).await?;
+        debug!(context = %ctx.name, "refresh grant sent; the provider may rotate the refresh token from here on");
         let tokens: Tokens = match provider.refresh(&refresh_token).await {
             Ok(tokens) => tokens,
             Err(e) => {
@@ -193,6 +194,8 @@ impl SessionEngine {
         if self.save(&ctx.name, &interim.to_stored()).await.is_err() {
             warn!(context = %ctx.name, "the rotated refresh token is kept in memory until the keyring answers again");
             self.mark_out_of_sync(&ctx.name);
+        } else {
+            debug!(context = %ctx.name, "rotated refresh token stored");
         }
         let client = self.client(ctx)?;
         let token = client.authenticate_id_token(&tokens.id_token).await.map_err(|e| super::login_error(ctx, e))?;
