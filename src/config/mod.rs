@@ -319,6 +319,7 @@ fn split_host_port(s: &str) -> Result<(String, Option<u16>), String> {
     };
     if let Some(rest) = s.strip_prefix('[') {
         let (host, after) = rest.split_once(']').ok_or("an IPv6 host needs a closing ']'")?;
+        check_ipv6(host)?;
         return match after {
             "" => Ok((host.to_owned(), None)),
             _ => match after.strip_prefix(':') {
@@ -327,10 +328,29 @@ fn split_host_port(s: &str) -> Result<(String, Option<u16>), String> {
             },
         };
     }
-    match s.rsplit_once(':') {
-        Some((host, _)) if host.contains(':') => Ok((s.to_owned(), None)),
-        Some((host, port)) => Ok((host.to_owned(), Some(parse_port(port)?))),
-        None => Ok((s.to_owned(), None)),
+    let (host, port) = match s.rsplit_once(':') {
+        Some((host, _)) if host.contains(':') => {
+            check_ipv6(s)?;
+            return Ok((s.to_owned(), None));
+        }
+        Some((host, port)) => (host, Some(parse_port(port)?)),
+        None => (s, None),
+    };
+    // A DNS name or an IPv4 address: letters, digits, '-', '.' and (as some clusters' service names have) '_'.
+    if let Some(bad) = host.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))) {
+        return Err(format!("the host {host:?} contains {bad:?}; a host is a DNS name, an IPv4 address or [IPv6]"));
+    }
+    Ok((host.to_owned(), port))
+}
+
+/// An IPv6 host, with an optional zone (`fe80::1%eth0`) as Go's address parsing allows.
+fn check_ipv6(host: &str) -> Result<(), String> {
+    let (address, zone) = host.split_once('%').map_or((host, None), |(a, z)| (a, Some(z)));
+    let zone_ok = zone.is_none_or(|z| !z.is_empty() && z.chars().all(|c| c.is_ascii_alphanumeric() || c == '.'));
+    if address.parse::<std::net::Ipv6Addr>().is_ok() && zone_ok {
+        Ok(())
+    } else {
+        Err(format!("{host:?} is not an IPv6 address; write an IPv6 host in brackets, e.g. grpc://[::1]:30650"))
     }
 }
 
@@ -403,6 +423,16 @@ impl Config {
     /// [`Error::Read`], [`Error::Parse`] or [`Error::Invalid`], naming the file, the key and the fix.
     pub fn load(path: &Path) -> Result<Self, Error> {
         let raw = read_raw(path)?;
+        Self::resolve(path, raw)
+    }
+
+    /// Parses and resolves configuration text as if it had been read from `path` (which errors name). Touches
+    /// no file: the fuzz target for the parser calls this.
+    ///
+    /// # Errors
+    /// [`Error::Parse`] or [`Error::Invalid`], as [`Config::load`].
+    pub fn from_toml(path: &Path, text: &str) -> Result<Self, Error> {
+        let raw = parse_raw(path, text)?;
         Self::resolve(path, raw)
     }
 
@@ -622,7 +652,11 @@ fn read_raw(path: &Path) -> Result<RawConfig, Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(RawConfig::default()),
         Err(source) => return Err(Error::Read { path: path.to_owned(), source }),
     };
-    toml::from_str(&text).map_err(|e| Error::Parse {
+    parse_raw(path, &text)
+}
+
+fn parse_raw(path: &Path, text: &str) -> Result<RawConfig, Error> {
+    toml::from_str(text).map_err(|e| Error::Parse {
         path: path.to_owned(),
         message: format!("{}: fix or remove that key (see pachagent context --help)", e.to_string().trim_end()),
     })

@@ -16,6 +16,9 @@ fn pachd_addresses_are_read_the_way_pachctl_reads_them() {
         ("http://10.0.0.1:30650", "grpc://10.0.0.1:30650", false),
         ("[::1]:1650", "grpc://[::1]:1650", false),
         ("grpc://[::1]", "grpc://[::1]:30650", false),
+        ("::1", "grpc://[::1]:30650", false),
+        ("grpc://[fe80::1%eth0]:80", "grpc://[fe80::1%eth0]:80", false),
+        ("pachd_svc.default:650", "grpc://pachd_svc.default:650", false),
     ];
     for (input, canonical, tls) in cases {
         let a = PachdAddress::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
@@ -37,6 +40,11 @@ fn pachd_addresses_with_paths_users_queries_or_bad_ports_are_refused_with_the_re
         ("grpc://host:0", "not a number from 1 to 65535"),
         ("", "empty"),
         ("grpc://:80", "no host"),
+        // Found by fuzzing: a name with ']' and stray colons was once taken for an IPv6 host.
+        ("grpcs://pachd.examp]le.com:44:3", "is not an IPv6 address"),
+        ("grpc://[pachd.example.com]:80", "is not an IPv6 address"),
+        ("grpc://pach d:80", "contains ' '"),
+        ("grpc://pachd]:80", "contains ']'"),
     ] {
         let err = PachdAddress::parse(input).expect_err(input);
         assert!(err.contains(why), "{input}: {err}");

@@ -177,7 +177,15 @@ pub fn read_contexts(path: &Path) -> Result<Vec<(String, String)>, Error> {
 /// [`Error::Missing`], [`Error::Read`], [`Error::Parse`] or [`Error::Shape`].
 pub fn read(path: &Path) -> Result<Contexts, Error> {
     let bytes = read_file(path)?.ok_or_else(|| Error::Missing { path: path.to_owned() })?;
-    let doc = parse_doc(path, &bytes)?;
+    parse_contexts(path, &bytes)
+}
+
+/// [`read`] on the bytes of a config file that was read from `path` (which errors name).
+///
+/// # Errors
+/// [`Error::Parse`] or [`Error::Shape`].
+pub fn parse_contexts(path: &Path, bytes: &[u8]) -> Result<Contexts, Error> {
+    let doc = parse_doc(path, bytes)?;
     let shape = |key: &str| Error::Shape { path: path.to_owned(), key: key.to_owned() };
     let root = doc.as_object().ok_or_else(|| shape("the top level"))?;
     let Some(v2) = root.get("v2") else {
@@ -238,21 +246,10 @@ pub fn sync_session_with_hook(
     let token = token.filter(|t| !t.is_empty());
     for attempt in 1..=MAX_ATTEMPTS {
         let before = read_file(&target)?;
-        let mut doc = match &before {
-            Some(bytes) => parse_doc(&target, bytes)?,
-            None => Node::Object(Object::default()),
-        };
-        let changed = match token {
-            Some(token) => set_token(&target, &mut doc, context, pachd_address, token)?,
-            None => remove_token(&target, &mut doc, context)?,
-        };
-        if !changed {
+        let Some(bytes) = updated_config(&target, before.as_deref().map(Vec::as_slice), context, pachd_address, token)?
+        else {
             return Ok(());
-        }
-        // Go's MarshalIndent ends without a newline; a file someone gave one keeps it.
-        let trailing_newline = before.as_ref().is_some_and(|b| b.ends_with(b"\n"));
-        let bytes = json::to_pretty(&doc, trailing_newline).map_err(|source| write_error(&target, source))?;
-        drop(doc);
+        };
         if before.is_none() {
             ensure_dir(&target)?;
         }
@@ -264,6 +261,35 @@ pub fn sync_session_with_hook(
         tracing::debug!(file = %target.display(), attempt, "pachctl's config changed while it was being updated");
     }
     Err(Error::KeptChanging { path: target })
+}
+
+/// The content pachctl's config file should have after [`sync_session`] with these arguments, given its
+/// current content `before` (`None`: no file yet); `None` when nothing would change. Pure: the file is named
+/// in errors only (the fuzz target for the round trip calls this).
+///
+/// # Errors
+/// As [`sync_session`], except the I/O ones.
+pub fn updated_config(
+    path: &Path,
+    before: Option<&[u8]>,
+    context: &str,
+    pachd_address: &str,
+    token: Option<&PachToken>,
+) -> Result<Option<Zeroizing<Vec<u8>>>, Error> {
+    let mut doc = match before {
+        Some(bytes) => parse_doc(path, bytes)?,
+        None => Node::Object(Object::default()),
+    };
+    let changed = match token.filter(|t| !t.is_empty()) {
+        Some(token) => set_token(path, &mut doc, context, pachd_address, token)?,
+        None => remove_token(path, &mut doc, context)?,
+    };
+    if !changed {
+        return Ok(None);
+    }
+    // Go's MarshalIndent ends without a newline; a file someone gave one keeps it.
+    let trailing_newline = before.is_some_and(|b| b.ends_with(b"\n"));
+    json::to_pretty(&doc, trailing_newline).map(Some).map_err(|source| write_error(path, source))
 }
 
 /// Writes a new pachctl config at `path` (which must not exist) holding one active context, [`EXEC_CONTEXT`],

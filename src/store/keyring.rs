@@ -36,6 +36,34 @@ impl KeyringStore {
     }
 }
 
+/// How many times a call starts over when the Secret Service lists an item it then cannot find.
+const VANISHED_RETRIES: u32 = 3;
+
+/// Runs `call`, again after a short pause when the Secret Service answered that an object it had just listed does
+/// not exist. That happens when another client's write or delete is half done — notably one whose process was
+/// killed in the middle (gnome-keyring lists the new item before its interface is there). Such a state lasts
+/// milliseconds; failing on it would make an agent restarted after a crash refuse to start.
+fn retrying_vanished<T>(mut call: impl FnMut() -> keyring::Result<T>) -> keyring::Result<T> {
+    let mut attempt = 0;
+    loop {
+        match call() {
+            Err(keyring::Error::PlatformFailure(e)) if attempt < VANISHED_RETRIES && vanished(&e.to_string()) => {
+                attempt += 1;
+                tracing::debug!(attempt, "the Secret Service named an item it could not find; trying again");
+                std::thread::sleep(std::time::Duration::from_millis(50 * u64::from(attempt)));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether a D-Bus error says an object or its interface is (no longer, or not yet) there.
+fn vanished(text: &str) -> bool {
+    ["UnknownObject", "UnknownMethod", "UnknownInterface", "No such interface", "No such object"]
+        .iter()
+        .any(|needle| text.contains(needle))
+}
+
 #[cfg(target_os = "linux")]
 fn build(service: &str, account: &str) -> keyring::Result<Box<Credential>> {
     // `None` = the default collection, where `keyring` also looks for entries written without a target.
@@ -54,7 +82,8 @@ fn build(service: &str, account: &str) -> keyring::Result<Box<Credential>> {
 
 impl RawStore for KeyringStore {
     fn get(&self, account: &str) -> Result<Option<Zeroizing<Vec<u8>>>, Error> {
-        match self.credential(&self.service, account)?.get_secret() {
+        let credential = self.credential(&self.service, account)?;
+        match retrying_vanished(|| credential.get_secret()) {
             Ok(bytes) => Ok(Some(Zeroizing::new(bytes))),
             Err(keyring::Error::NoEntry) => Ok(None),
             Err(e) => Err(self.fail(account, e)),
@@ -62,7 +91,8 @@ impl RawStore for KeyringStore {
     }
 
     fn set(&self, account: &str, bytes: &[u8]) -> Result<(), Error> {
-        match self.credential(&self.service, account)?.set_secret(bytes) {
+        let credential = self.credential(&self.service, account)?;
+        match retrying_vanished(|| credential.set_secret(bytes)) {
             Ok(()) => Ok(()),
             Err(keyring::Error::TooLong(_, limit)) => Err(Error::TooLarge {
                 backend: self.backend,
@@ -75,7 +105,8 @@ impl RawStore for KeyringStore {
     }
 
     fn remove(&self, account: &str) -> Result<bool, Error> {
-        match self.credential(&self.service, account)?.delete_credential() {
+        let credential = self.credential(&self.service, account)?;
+        match retrying_vanished(|| credential.delete_credential()) {
             Ok(()) => Ok(true),
             Err(keyring::Error::NoEntry) => Ok(false),
             Err(e) => Err(self.fail(account, e)),
@@ -85,17 +116,18 @@ impl RawStore for KeyringStore {
     /// Writes, reads back and deletes a probe entry. A lookup of a missing entry would not do: the Secret Service
     /// answers searches even when the collection is locked, and only reading or writing a secret shows the lock.
     /// The probe lives under `<service>:probe`, a service no store can have (service names exclude `:`), so it
-    /// never meets a context's entry.
+    /// never meets a context's entry; its account names this process, so that two processes opening the store at
+    /// once (an agent starting while `doctor` runs) never read or delete each other's probe.
     fn probe(&self) -> Result<(), Error> {
-        const ACCOUNT: &str = "probe";
         const VALUE: &[u8] = b"pachagent probe";
+        let account = format!("probe-{}", std::process::id());
         let service = format!("{}:probe", self.service);
-        let credential = self.credential(&service, ACCOUNT)?;
-        credential.set_secret(VALUE).map_err(|e| self.fail(ACCOUNT, e))?;
-        let read = credential.get_secret().map_err(|e| self.fail(ACCOUNT, e))?;
-        match credential.delete_credential() {
+        let credential = self.credential(&service, &account)?;
+        retrying_vanished(|| credential.set_secret(VALUE)).map_err(|e| self.fail(&account, e))?;
+        let read = retrying_vanished(|| credential.get_secret()).map_err(|e| self.fail(&account, e))?;
+        match retrying_vanished(|| credential.delete_credential()) {
             Ok(()) | Err(keyring::Error::NoEntry) => {}
-            Err(e) => return Err(self.fail(ACCOUNT, e)),
+            Err(e) => return Err(self.fail(&account, e)),
         }
         if read == VALUE {
             Ok(())
