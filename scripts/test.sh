@@ -2,11 +2,13 @@
 # The project's one test command (see README "Run the tests"); CI runs it through .ci/run.
 #
 # 1. Installs what the tests need when it is missing: Debian packages dbus, gnome-keyring, libsecret-tools and
-#    keyutils, and grpcio for the python3 on PATH. Installs run as root, or through sudo for other users;
+#    keyutils, systemd (for systemd-analyze), g++ (libFuzzer), grpcio for the python3 on PATH, the test OpenID
+#    Provider's npm packages and Chromium with its driver. Installs run as root, or through sudo for other users;
 #    `apt-get update` runs only when something has to be installed.
 # 2. Runs, in order: `cargo fmt --check`, `cargo clippy --all-targets -- -D warnings`, and the whole test suite
 #    once inside a private D-Bus session with a fresh, unlocked gnome-keyring whose files live in a temporary
-#    directory (so a developer's own keyring is never touched).
+#    directory (so a developer's own keyring is never touched); then every fuzz target for 15 seconds
+#    (scripts/fuzz.sh).
 # Every step runs even when an earlier one failed; a summary follows, and the exit status is non-zero when any
 # step failed. Works without a terminal or stdin (CI=true).
 set -euo pipefail
@@ -57,6 +59,8 @@ ensure_system_packages() {
     command -v secret-tool >/dev/null 2>&1 || missing+=(libsecret-tools)
     command -v keyctl >/dev/null 2>&1 || missing+=(keyutils)
     command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+    # libFuzzer (built by the libfuzzer-sys crate for scripts/fuzz.sh) is C++.
+    command -v g++ >/dev/null 2>&1 || missing+=(g++)
     if [ "${#missing[@]}" -gt 0 ]; then
         # shellcheck disable=SC2046 # word splitting is the point: a de-duplicated list of package names
         apt_install $(printf '%s\n' "${missing[@]}" | sort -u)
@@ -198,8 +202,10 @@ secrets_pid() {
 main() {
     prepare
     run_step "cargo fmt --check" cargo fmt --check
+    run_step "cargo fmt --check (fuzz targets)" cargo fmt --check --manifest-path fuzz/Cargo.toml
     run_step "cargo clippy --all-targets -- -D warnings" cargo clippy --all-targets -- -D warnings
     run_step "tests (cargo nextest run + doctests, in a D-Bus session with gnome-keyring)" run_tests_in_keyring_session
+    run_step "fuzz targets, 15 s each (scripts/fuzz.sh 15)" bash scripts/fuzz.sh 15
 
     printf '\n==> summary\n' >&2
     printf '  %s\n' "${SUMMARY[@]}" >&2
