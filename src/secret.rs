@@ -81,6 +81,16 @@ impl SecretKind for ClientSecretKind {
     const NAME: &'static str = "ClientSecret";
 }
 
+/// Marker for [`AuthCode`].
+pub enum AuthCodeKind {}
+impl SecretKind for AuthCodeKind {
+    const NAME: &'static str = "AuthCode";
+}
+
+/// An OAuth authorization code from the login callback: single-use and short-lived, but whoever holds it (with
+/// the PKCE verifier) can finish the login, so it is kept like the tokens it buys.
+pub type AuthCode = Secret<AuthCodeKind>;
+
 /// An OAuth refresh token: what lets the agent renew a session without the user.
 pub type RefreshToken = Secret<RefreshTokenKind>;
 

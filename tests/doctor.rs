@@ -8,6 +8,7 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+use support::issuer::TestIssuer;
 use support::op::{self, TestOp};
 use support::{CliOutput, Keyring, PachdDev, TestAgent};
 
@@ -156,4 +157,25 @@ fn without_any_context_doctor_says_how_to_add_one() {
     let line = failed(&out, "context");
     assert!(line.contains("pachagent context add"), "{line}");
     assert!(line.starts_with("✘ context: no context is configured"), "{line}");
+}
+
+#[test]
+fn a_clock_minutes_off_the_providers_fails_the_clock_check_and_a_few_seconds_off_passes() {
+    let pachd = PachdDev::start(None, None);
+    // The provider's `Date` runs 5 minutes ahead: as seen from here, this machine's clock is 5 minutes behind.
+    let skewed = TestIssuer::builder().clock_offset(5 * 60).start();
+    let agent = agent_for(skewed.issuer(), &pachd.address, &[]);
+    let out = agent.cli(&["doctor"]);
+    assert_eq!(out.code, 1, "{out:#?}");
+    passed(&out, "pachd");
+    passed(&out, "issuer");
+    let clock = failed(&out, "clock");
+    assert!(clock.contains("off the provider's") && clock.contains("sync the clock (NTP)"), "{clock}");
+    assert!(clock.contains("4m 59s") || clock.contains("5m"), "the size of the skew: {clock}");
+
+    let close = TestIssuer::builder().clock_offset(-10).start();
+    let agent = agent_for(close.issuer(), &pachd.address, &[]);
+    let out = agent.cli(&["doctor"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(passed(&out, "clock").contains("within 30s"), "{out:#?}");
 }

@@ -143,6 +143,38 @@ fn an_agent_configured_for_the_secret_service_refuses_to_start_on_a_locked_keyri
     );
 }
 
+/// The line of `doctor` check `name`.
+#[track_caller]
+fn doctor_line<'a>(out: &'a support::CliOutput, name: &str) -> &'a str {
+    let prefix = format!(" {name}: ");
+    out.stdout.lines().find(|l| l.contains(&prefix)).unwrap_or_else(|| panic!("no {name} check: {out:#?}"))
+}
+
+#[test]
+fn doctor_fails_the_keyring_check_once_the_keyring_is_locked_and_says_how_to_unlock_it() {
+    let pachd = PachdDev::start(None, None);
+    let mut agent = serving_agent("auto", &Surroundings::PrivateKeyring(Prepare::Unlocked), &pachd);
+    let before = agent.cli_on_keyring_bus(&["doctor"]);
+    assert_eq!(before.code, 0, "{before:#?}");
+    let keyring = doctor_line(&before, "keyring");
+    assert!(keyring.starts_with('✔') && keyring.contains("secret-service store answers"), "{keyring}");
+
+    agent.lock_keyring();
+
+    let after = agent.cli_on_keyring_bus(&["doctor"]);
+    assert_eq!(after.code, 1, "a locked keyring is a failed check: {after:#?}");
+    let keyring = doctor_line(&after, "keyring");
+    assert!(keyring.starts_with('✘'), "{after:#?}");
+    assert_contains(keyring, &["secret-service keyring is locked", "unlock it", "seahorse"], "the keyring check");
+    for check in ["config", "context", "pachd", "agent"] {
+        assert!(doctor_line(&after, check).starts_with('✔'), "only the keyring is at fault: {after:#?}");
+    }
+    let json = agent.cli_on_keyring_bus(&["doctor", "--json"]).json();
+    assert_eq!(json["ok"], false, "{json}");
+    let check = json["checks"].as_array().unwrap().iter().find(|c| c["name"] == "keyring").unwrap();
+    assert_eq!(check["status"], "fail", "{json}");
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // A gnome-keyring that stops answering (SIGSTOP)
 

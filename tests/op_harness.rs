@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use op::{FAKE_USER, TestOp};
+use op::{FAKE_USER, Forgery, Signing, TestOp};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -512,6 +512,114 @@ async fn a_provider_that_is_down_answers_503_everywhere_until_it_is_up_again() {
     op.set_down(false);
     let (status, body) = refresh(&disc, tokens["refresh_token"].as_str().unwrap(), op::PUBLIC_CLIENT).await;
     assert_eq!(status, 200, "the grant survived the outage: {body}");
+}
+
+/// The JOSE header and claims of a compact JWT, without any check.
+fn jwt_parts(jwt: &str) -> (Value, Value, String) {
+    let mut parts = jwt.split('.');
+    let mut json = || serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts.next().unwrap()).unwrap()).unwrap();
+    let (header, claims) = (json(), json());
+    (header, claims, parts.next().unwrap().to_owned())
+}
+
+async fn jwks(disc: &Value) -> jsonwebtoken::jwk::JwkSet {
+    http().get(disc["jwks_uri"].as_str().unwrap()).send().await.unwrap().json().await.unwrap()
+}
+
+/// Whether `jwt` carries a valid RS256 signature by the JWKS key its header names (claims unchecked).
+fn rs256_verifies(jwt: &str, jwks: &jsonwebtoken::jwk::JwkSet) -> bool {
+    let Some(jwk) = jsonwebtoken::decode_header(jwt).ok().and_then(|h| h.kid).and_then(|kid| jwks.find(&kid).cloned())
+    else {
+        return false;
+    };
+    let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
+    let mut checked = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    checked.validate_exp = false;
+    checked.validate_aud = false;
+    checked.required_spec_claims.clear();
+    jsonwebtoken::decode::<Value>(jwt, &key, &checked).is_ok()
+}
+
+#[tokio::test]
+async fn a_forgery_replaces_the_next_id_token_only_with_the_claims_and_signature_asked_for() {
+    let op = TestOp::start();
+    let (tokens, _, disc) = scripted_login(&op, op::PUBLIC_CLIENT, "alice@example.com").await;
+    let keys = jwks(&disc).await;
+    let (genuine_header, genuine_claims, _) = jwt_parts(tokens["id_token"].as_str().unwrap());
+    let mut rt = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let mut next_id_token = async |forgery: Option<Forgery>| -> String {
+        if let Some(f) = forgery {
+            op.forge_next_id_token(&f);
+        }
+        let (status, body) = refresh(&disc, &rt, op::PUBLIC_CLIENT).await;
+        assert_eq!(status, 200, "the grant itself succeeds: {body}");
+        rt = body["refresh_token"].as_str().unwrap().to_owned();
+        body["id_token"].as_str().unwrap().to_owned()
+    };
+
+    let forged = next_id_token(Some(Forgery::new().set("aud", "someone-else").set("azp", "x").remove("email"))).await;
+    let (header, claims, _) = jwt_parts(&forged);
+    assert_eq!(header, genuine_header, "the provider's own alg and kid");
+    assert!(rs256_verifies(&forged, &keys), "signed with the provider's key");
+    assert_eq!((claims["aud"].as_str(), claims["azp"].as_str()), (Some("someone-else"), Some("x")));
+    assert!(claims.get("email").is_none(), "{claims}");
+    assert_eq!(claims["sub"], genuine_claims["sub"], "the other claims are the genuine token's");
+    assert_eq!(op.forged(), 1);
+    let genuine = next_id_token(None).await;
+    assert_eq!(jwt_parts(&genuine).1["email"], "alice@example.com", "only the next answer was forged");
+    assert!(rs256_verifies(&genuine, &keys));
+
+    let forged = next_id_token(Some(Forgery::new().signed(Signing::Stranger))).await;
+    assert_eq!(jwt_parts(&forged).0["kid"], genuine_header["kid"], "under the provider's kid");
+    assert!(!rs256_verifies(&forged, &keys), "by a key that is not the provider's");
+
+    let forged = next_id_token(Some(Forgery::new().signed(Signing::UnknownKid))).await;
+    let kid = jwt_parts(&forged).0["kid"].as_str().unwrap().to_owned();
+    assert!(keys.find(&kid).is_none(), "a kid the JWKS does not list: {kid}");
+
+    let forged = next_id_token(Some(Forgery::new().signed(Signing::None))).await;
+    let (header, claims, signature) = jwt_parts(&forged);
+    assert_eq!((header["alg"].as_str(), signature.as_str()), (Some("none"), ""), "{header}");
+    assert_eq!(claims["email"], "alice@example.com");
+
+    let forged = next_id_token(Some(Forgery::new().signed(Signing::Hs256WithPublicKey))).await;
+    assert_eq!(jwt_parts(&forged).0["alg"], "HS256");
+    let jwk = serde_json::to_value(keys.find(genuine_header["kid"].as_str().unwrap()).unwrap()).unwrap();
+    let number =
+        |field: &str| rsa::BigUint::from_bytes_be(&URL_SAFE_NO_PAD.decode(jwk[field].as_str().unwrap()).unwrap());
+    let pem = rsa::pkcs8::EncodePublicKey::to_public_key_pem(
+        &rsa::RsaPublicKey::new(number("n"), number("e")).unwrap(),
+        rsa::pkcs8::LineEnding::LF,
+    )
+    .unwrap();
+    let mut hs256 = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    hs256.set_audience(&[op::PUBLIC_CLIENT]);
+    let key = jsonwebtoken::DecodingKey::from_secret(pem.as_bytes());
+    assert!(jsonwebtoken::decode::<Value>(&forged, &key, &hs256).is_ok(), "HMAC keyed with the public key's PEM");
+    assert_eq!(op.forged(), 5);
+}
+
+#[tokio::test]
+async fn after_a_key_rotation_id_tokens_carry_the_new_kid_which_the_jwks_lists_beside_the_old_one() {
+    let op = TestOp::start();
+    let (tokens, _, disc) = scripted_login(&op, op::PUBLIC_CLIENT, "alice@example.com").await;
+    let old_kid = jwt_parts(tokens["id_token"].as_str().unwrap()).0["kid"].as_str().unwrap().to_owned();
+    let fetches = op.jwks_fetches();
+    let before = jwks(&disc).await;
+    assert_eq!(op.jwks_fetches(), fetches + 1, "every GET of the JWKS is counted");
+    assert_eq!(before.keys.len(), 1);
+
+    let new_kid = op.rotate_keys();
+    assert_ne!(new_kid, old_kid);
+    let (status, body) = refresh(&disc, tokens["refresh_token"].as_str().unwrap(), op::PUBLIC_CLIENT).await;
+    assert_eq!(status, 200, "{body}");
+    let id_token = body["id_token"].as_str().unwrap();
+    assert_eq!(jwt_parts(id_token).0["kid"], new_kid.as_str());
+    assert!(!rs256_verifies(id_token, &before), "the key set fetched before the rotation cannot verify it");
+    let after = jwks(&disc).await;
+    assert!(after.find(&old_kid).is_some() && after.find(&new_kid).is_some(), "both keys are listed");
+    assert_eq!(verified_claims(&disc, id_token, op::PUBLIC_CLIENT).await["email"], "alice@example.com");
+    assert_eq!(op.forged(), 0, "a rotation re-signs, it does not forge");
 }
 
 // ---------------------------------------------------------------------------------------------------------------

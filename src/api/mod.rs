@@ -241,6 +241,7 @@ pub fn to_status(e: &engine::Error) -> Status {
         | engine::Error::LoginRequired { .. }
         | engine::Error::Expired { .. }
         | engine::Error::TooShort { .. }
+        | engine::Error::RenewalRefused { .. }
         | engine::Error::Rejected { .. } => Code::Unauthenticated,
         engine::Error::Pachd { source, .. } => match source {
             pachd::Error::Unreachable { .. } => Code::Unavailable,

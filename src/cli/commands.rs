@@ -81,24 +81,25 @@ async fn client_command(g: &Globals, command: Command) -> Result<(), Error> {
         Command::Context(cmd) => context(g, cmd).await,
         Command::Login(args) => super::login::login(g, args).await,
         Command::Logout(args) => {
-            let mut agent = client::connect(&g.socket).await?;
+            let mut agent = connect(g).await?;
             let req = LogoutRequest { context: g.context.clone(), all: args.all };
             let resp = agent.logout(req).await?.into_inner();
             Ok(output::logout(&mut io::stdout(), &resp, g.json)?)
         }
         Command::Whoami(args) => {
-            let mut agent = client::connect(&g.socket).await?;
+            let mut agent = connect(g).await?;
             let req = WhoAmIRequest { context: g.context.clone(), verify: args.verify };
             let resp = agent.who_am_i(req).await?.into_inner();
             Ok(output::whoami(&mut io::stdout(), &resp, g.json)?)
         }
         Command::Status => {
-            let mut agent = client::connect(&g.socket).await?;
+            let mut agent = connect(g).await?;
             let resp = agent.get_status(GetStatusRequest {}).await?.into_inner();
-            Ok(output::status(&mut io::stdout(), &resp, Utc::now(), g.json)?)
+            let colour = output::use_colour(io::stdout().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
+            Ok(output::status(&mut io::stdout(), &resp, Utc::now(), g.json, colour)?)
         }
         Command::Token(args) => {
-            let mut agent = client::connect(&g.socket).await?;
+            let mut agent = connect(g).await?;
             // Round up: "valid for at least 1.5s" must not become "at least 1s".
             let min_valid_seconds = args.min_valid.map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
             let req = GetTokenRequest { context: g.context.clone(), min_valid_seconds };
@@ -107,7 +108,7 @@ async fn client_command(g: &Globals, command: Command) -> Result<(), Error> {
             Ok(output::token(&mut io::stdout(), &resp, &token, g.json)?)
         }
         Command::Watch(args) => {
-            let mut agent = client::connect(&g.socket).await?;
+            let mut agent = connect(g).await?;
             let req = WatchRequest { context: g.context.clone(), all_contexts: args.all };
             let mut events = agent.watch(req).await?.into_inner();
             // Ctrl-C keeps its default effect (the process ends and the agent sees the stream close).
@@ -117,6 +118,22 @@ async fn client_command(g: &Globals, command: Command) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+/// Connects to the agent; when none runs, the error names the context the command was for.
+pub(super) async fn connect(g: &Globals) -> Result<client::Client, Error> {
+    client::connect(&g.socket).await.map_err(|e| match e {
+        ClientError::AgentNotRunning { socket } => Error::AgentNotRunning { socket, context: target_context(g) },
+        e => Error::Client(e),
+    })
+}
+
+/// The context a command is for: `--context`, else the configuration's active one (when the file reads).
+fn target_context(g: &Globals) -> Option<String> {
+    if !g.context.is_empty() {
+        return Some(g.context.clone());
+    }
+    Config::load(&g.config).ok()?.active_context
 }
 
 /// Logs go to stderr: `info` for the agent, `warn` for client commands; `RUST_LOG` overrides either.
@@ -191,7 +208,14 @@ async fn context(g: &Globals, cmd: ContextCommand) -> Result<(), Error> {
     Ok(())
 }
 
-async fn add_context(path: &Path, args: ContextAddArgs) -> Result<(Config, String), Error> {
+async fn add_context(path: &Path, mut args: ContextAddArgs) -> Result<(Config, String), Error> {
+    if args.pachd.is_none() {
+        if !super::prompt::can_ask() {
+            let command = format!("pachagent context add {} --pachd ADDRESS", args.name);
+            return Err(Error::MissingValue { flag: "--pachd", command });
+        }
+        super::prompt::complete(&mut args).await?;
+    }
     // The secret is read first, so that a mistake on stdin changes nothing.
     let secret = if args.client_secret_stdin {
         let secret = ClientSecret::from_input(read_stdin("client secret")?);
@@ -216,7 +240,7 @@ async fn add_context(path: &Path, args: ContextAddArgs) -> Result<(Config, Strin
         None => None,
     };
     let new = NewContext {
-        pachd_address: args.pachd,
+        pachd_address: args.pachd.unwrap_or_default(),
         ca_file: args.ca_file,
         issuer: args.issuer,
         issuer_url: args.issuer_url,

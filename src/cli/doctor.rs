@@ -255,8 +255,13 @@ async fn keyring_check(config: &Config) -> Check {
         Ok(store) => store,
         Err(e) => return fail(NAME, e.to_string()),
     };
-    if let Err(e) = store.probe().await {
-        return fail(NAME, format!("the {} store does not answer: {e}", store.backend()));
+    match store.probe().await {
+        Ok(()) => {}
+        // The error says how to unlock this backend; "does not answer" would send the user after the wrong thing.
+        Err(e @ crate::store::Error::Locked { .. }) => {
+            return fail(NAME, format!("{e}; sessions cannot be read or saved until then"));
+        }
+        Err(e) => return fail(NAME, format!("the {} store does not answer: {e}", store.backend())),
     }
     match store.backend() {
         Backend::Keyutils => warn(

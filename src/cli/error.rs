@@ -4,6 +4,7 @@
 //! the code only decides the exit code.
 
 use std::io;
+use std::path::PathBuf;
 
 use tonic::Code;
 
@@ -28,6 +29,36 @@ pub enum Error {
     /// The agent could not be reached or started.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// Nothing listens on the socket. Unlike [`ClientError::AgentNotRunning`], the message names the context the
+    /// command was for, so that the command it suggests is the one to run.
+    #[error(
+        "the pachagent agent is not running (no agent at {}): start it with pachagent serve, or run pachagent \
+         login{}, which starts it",
+        socket.display(),
+        context.as_deref().map(|c| format!(" --context {c}")).unwrap_or_default()
+    )]
+    AgentNotRunning {
+        /// The socket that was tried.
+        socket: PathBuf,
+        /// The context the command was for (`--context`, else the active one), when there is one.
+        context: Option<String>,
+    },
+    /// A value the command needs was not given, and there is no terminal to ask for it on.
+    #[error("missing {flag}: run {command}, or run it on a terminal to be asked")]
+    MissingValue {
+        /// The flag that gives the value.
+        flag: &'static str,
+        /// The command line with the flag, for the user to complete.
+        command: String,
+    },
+    /// The input ended before a question was answered (Ctrl-D).
+    #[error("no answer to {question:?}: nothing was changed; run {command} to give it as a flag")]
+    NoAnswer {
+        /// The question.
+        question: &'static str,
+        /// The command line with the flag that gives the value instead.
+        command: String,
+    },
     /// The agent answered with an error status.
     #[error("{}", status_message(.0))]
     Status(#[from] tonic::Status),
@@ -95,7 +126,7 @@ impl Error {
         match self {
             // An agent that exits at start with 2 found the configuration unusable: the user's to fix.
             Error::Client(ClientError::AgentExited { status, .. }) if status.code() == Some(2) => EXIT_USAGE,
-            Error::Client(_) => EXIT_AGENT,
+            Error::Client(_) | Error::AgentNotRunning { .. } => EXIT_AGENT,
             Error::Status(status) if is_local_transport_failure(status) => EXIT_AGENT,
             Error::Status(status) => exit_code_for(status.code()),
             Error::Config(_)
@@ -103,6 +134,8 @@ impl Error {
             | Error::EmptyToken { .. }
             | Error::TokenTooLarge { .. }
             | Error::EmptyClientSecret
+            | Error::MissingValue { .. }
+            | Error::NoAnswer { .. }
             | Error::ClientSecret { .. } => EXIT_USAGE,
             Error::Cancelled => EXIT_CANCELLED,
             Error::Daemon(e) => e.exit_code(),
@@ -226,5 +259,18 @@ mod tests {
         assert_eq!(Error::Cancelled.to_string(), "login cancelled");
         assert_eq!(Error::EmptyClientSecret.exit_code(), 2);
         assert!(Error::Output(io::Error::from(io::ErrorKind::BrokenPipe)).is_broken_pipe());
+        let missing =
+            Error::MissingValue { flag: "--pachd", command: "pachagent context add x --pachd ADDRESS".into() };
+        assert_eq!(missing.exit_code(), 2);
+    }
+
+    #[test]
+    fn an_agent_that_is_not_running_is_reported_with_the_login_for_the_context() {
+        let socket = std::path::PathBuf::from("/run/x/agent.sock");
+        let err = Error::AgentNotRunning { socket: socket.clone(), context: Some("prod".into()) };
+        assert_eq!(err.exit_code(), EXIT_AGENT);
+        assert!(err.to_string().ends_with("run pachagent login --context prod, which starts it"), "{err}");
+        let without = Error::AgentNotRunning { socket, context: None };
+        assert!(without.to_string().ends_with("run pachagent login, which starts it"), "{without}");
     }
 }

@@ -26,9 +26,8 @@ use base64::Engine as _;
 use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::commands::{Globals, init_tracing};
+use super::commands::{Globals, connect, init_tracing};
 use super::{EXIT_CANCELLED, EXIT_NO_SESSION, Error, LogFormat, output};
-use crate::client;
 use crate::config::Config;
 use crate::pachctl;
 use crate::proto::agent::GetTokenRequest;
@@ -128,7 +127,7 @@ async fn exec(g: &Globals, args: ExecArgs) -> Result<ExitStatus, ExecError> {
     let Some((program, program_args)) = args.command.split_first() else {
         return Err(ExecError::NotFound(OsString::new()));
     };
-    let mut agent = client::connect(&g.socket).await.map_err(Error::from)?;
+    let mut agent = connect(g).await?;
     // Round up: "valid for at least 1.5s" must not become "at least 1s".
     let min_valid_seconds = args.min_valid.as_secs() + u64::from(args.min_valid.subsec_nanos() > 0);
     let req = GetTokenRequest { context: g.context.clone(), min_valid_seconds };

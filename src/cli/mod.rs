@@ -18,6 +18,7 @@ mod error;
 mod exec;
 mod login;
 pub mod output;
+mod prompt;
 mod service;
 
 use std::ffi::OsString;
@@ -165,10 +166,13 @@ enum Command {
     Whoami(WhoamiArgs),
 
     /// Show every context's session and the health of the keyring
-    #[command(long_about = "Show every configured context: who is logged in, the session's state, the time left, how \
-                      it logged in, where the session is stored, and its pachd. The active context is marked \
-                      with *, and a session's last error is shown under it. Then the health of the secret store \
-                      and the agent's pid. --json prints a stable object for scripts.")]
+    #[command(
+        long_about = "Show every configured context: who is logged in, the session's state, the time left, when \
+                      the agent renews it next, how it logged in, where the session is stored, and its pachd. The \
+                      active context is marked with *, and a session's last error is shown under it. Then the \
+                      health of the secret store and the agent's pid. Colours only on a terminal, never with \
+                      NO_COLOR set. --json prints a stable object for scripts (its fields are in the README)."
+    )]
     Status,
 
     /// Print the context's Pachyderm token (for scripts)
@@ -275,7 +279,8 @@ enum ContextCommand {
         --issuer https://login.example.com/ --client-id pachagent --scope groups\n  \
         pachagent context add corp --pachd grpcs://pachd.corp:443 --issuer https://sso.corp/ \\\n      \
         --client-id pachagent --redirect-port 8765 --redirect-host localhost \\\n      \
-        --client-secret-stdin < secret.txt")]
+        --client-secret-stdin < secret.txt\n  \
+        pachagent context add prod                 # on a terminal: asks for pachd, issuer and client id")]
     Add(ContextAddArgs),
     /// List contexts; the active one is marked with *
     List,
@@ -315,9 +320,10 @@ struct ImportPachctlArgs {
 struct ContextAddArgs {
     /// A name for the context: letters, digits, '-', '_' or '.'
     name: String,
-    /// pachd's address, as pachctl accepts it: [grpc|grpcs|http|https://]host[:port] (default port 30650)
+    /// pachd's address, as pachctl accepts it: [grpc|grpcs|http|https://]host[:port] (default port 30650).
+    /// Without it, a terminal asks for it (and for the issuer and client id); elsewhere it is an error
     #[arg(long, value_name = "ADDRESS")]
-    pachd: String,
+    pachd: Option<String>,
     /// PEM file with the CA that signs pachd's certificate (grpcs:// only)
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,

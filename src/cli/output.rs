@@ -17,8 +17,8 @@ use serde::Serialize;
 
 pub use self::contexts::{context_changed, contexts};
 pub use self::doctor::{Check, CheckOutcome, doctor};
-use self::format::{Row, dash, json_line, marker, non_empty, rfc3339_opt, table};
-pub use self::format::{go_quote, humanize, rfc822_utc, rfc3339, timestamp};
+use self::format::{Paint, Row, dash, json_line, marker, non_empty, rfc3339_opt, table};
+pub use self::format::{go_quote, humanize, rfc822_utc, rfc3339, timestamp, use_colour};
 pub use self::login::{BrowserPlan, LoginStep, WaitSpinner, browser_failed, login_done, login_step, waiting_message};
 pub use self::service::{
     ServiceFile, ServiceUnitState, service_files, service_manual, service_not_installed, service_removed,
@@ -78,6 +78,23 @@ pub fn whoami(out: &mut dyn Write, resp: &WhoAmIResponse, json: bool) -> io::Res
         );
     }
     identity_lines(out, &resp.username, resp.expiration.as_ref())
+}
+
+/// A question on a terminal, written to stderr and answered on the same line.
+pub fn question(err: &mut dyn Write, text: &str) -> io::Result<()> {
+    write!(err, "{text}: ")?;
+    err.flush()
+}
+
+/// Why an answer was not taken, before its question is asked again.
+pub fn answer_refused(err: &mut dyn Write, why: &dyn std::fmt::Display) -> io::Result<()> {
+    writeln!(err, "  {why}")?;
+    writeln!(err, "  Try again (Ctrl-D gives up).")
+}
+
+/// Ctrl-D at a question leaves the cursor after it: end that line before the error is printed.
+pub fn input_ended(err: &mut dyn Write) -> io::Result<()> {
+    writeln!(err)
 }
 
 /// `login --token-stdin` on a terminal: how to end the input.
@@ -225,8 +242,15 @@ impl<'a> SessionJson<'a> {
 }
 
 /// `status`: a table of contexts (active one marked `*`, last errors under their row), then the store and
-/// agent lines; or the stable JSON object. `now` turns expirations into "expires in".
-pub fn status(out: &mut dyn Write, resp: &GetStatusResponse, now: DateTime<Utc>, json: bool) -> io::Result<()> {
+/// agent lines; or the stable JSON object. `now` turns expirations and renewal times into durations; `colour`
+/// (see [`use_colour`]) paints states and errors, and never applies to JSON.
+pub fn status(
+    out: &mut dyn Write,
+    resp: &GetStatusResponse,
+    now: DateTime<Utc>,
+    json: bool,
+    colour: bool,
+) -> io::Result<()> {
     let default_store = Default::default();
     let store = resp.store.as_ref().unwrap_or(&default_store);
     if json {
@@ -248,28 +272,17 @@ pub fn status(out: &mut dyn Write, resp: &GetStatusResponse, now: DateTime<Utc>,
     if resp.sessions.is_empty() {
         writeln!(out, "No contexts. Add one with: pachagent context add NAME --pachd ADDRESS")?;
     } else {
-        let rows = resp
-            .sessions
-            .iter()
-            .map(|s| Row {
-                cells: vec![
-                    marker(s.active),
-                    s.context.clone(),
-                    dash(&s.username),
-                    state_name(s.state()).replace('_', " "),
-                    expires_in(s, now),
-                    method_name(s.method()).unwrap_or("-").to_owned(),
-                    dash(&s.store_backend),
-                    s.pachd_address.clone(),
-                ],
-                notes: s.last_error.lines().map(|l| format!("last error: {l}")).collect(),
-            })
-            .collect::<Vec<_>>();
-        table(out, &["", "CONTEXT", "USER", "STATE", "EXPIRES", "METHOD", "STORE", "PACHD"], &rows)?;
+        let rows = resp.sessions.iter().map(|s| status_row(s, now, colour)).collect::<Vec<_>>();
+        table(out, &["", "CONTEXT", "USER", "STATE", "EXPIRES", "NEXT REFRESH", "METHOD", "STORE", "PACHD"], &rows)?;
     }
     writeln!(out)?;
-    let availability = if store.available { "available" } else { "unavailable" };
-    let persistence = if store.persistent { "persistent" } else { "not persistent: sessions are lost at reboot" };
+    let availability =
+        if store.available { Paint::Green.apply("available", colour) } else { Paint::Red.apply("unavailable", colour) };
+    let persistence = if store.persistent {
+        "persistent".to_owned()
+    } else {
+        Paint::Yellow.apply("not persistent: sessions are lost at reboot", colour)
+    };
     let detail = if store.detail.is_empty() { String::new() } else { format!(": {}", store.detail) };
     writeln!(out, "store: {} ({availability}, {persistence}){detail}", dash(&store.backend))?;
     let version =
@@ -277,11 +290,61 @@ pub fn status(out: &mut dyn Write, resp: &GetStatusResponse, now: DateTime<Utc>,
     writeln!(out, "agent: pid {}{version}, config {}", resp.agent_pid, dash(&resp.config_path))
 }
 
+fn status_row(s: &SessionStatus, now: DateTime<Utc>, colour: bool) -> Row {
+    let refresh_due = refresh_due(s, now);
+    let state_paint = match s.state() {
+        SessionState::Active if refresh_due => Paint::Yellow,
+        SessionState::Active => Paint::Green,
+        SessionState::Refreshing => Paint::Cyan,
+        SessionState::LoginRequired | SessionState::Expired => Paint::Red,
+        SessionState::LoggedOut | SessionState::Unspecified => Paint::Dim,
+    };
+    let paints = if colour {
+        let refresh_paint = refresh_due.then_some(Paint::Yellow);
+        vec![None, None, None, Some(state_paint), None, refresh_paint]
+    } else {
+        Vec::new()
+    };
+    Row {
+        cells: vec![
+            marker(s.active),
+            s.context.clone(),
+            dash(&s.username),
+            state_name(s.state()).replace('_', " "),
+            expires_in(s, now),
+            next_refresh(s, now),
+            method_name(s.method()).unwrap_or("-").to_owned(),
+            dash(&s.store_backend),
+            s.pachd_address.clone(),
+        ],
+        paints,
+        notes: s.last_error.lines().map(|l| Paint::Red.apply(&format!("last error: {l}"), colour)).collect(),
+    }
+}
+
 fn expires_in(s: &SessionStatus, now: DateTime<Utc>) -> String {
     match (timestamp(s.expiration.as_ref()), s.username.is_empty()) {
         (Some(t), _) => humanize(t - now),
         (None, false) => "never".to_owned(),
         (None, true) => "-".to_owned(),
+    }
+}
+
+/// Whether an active session's renewal time has come (the agent is about to renew it, or is retrying).
+fn refresh_due(s: &SessionStatus, now: DateTime<Utc>) -> bool {
+    s.state() == SessionState::Active && timestamp(s.refresh_at.as_ref()).is_some_and(|t| t <= now)
+}
+
+/// When the agent renews the session: `now` while it does, `due` once the time has come, `-` for a session it
+/// cannot renew (a robot token, pachd's own login, no session).
+fn next_refresh(s: &SessionStatus, now: DateTime<Utc>) -> String {
+    if s.state() == SessionState::Refreshing {
+        return "now".to_owned();
+    }
+    match timestamp(s.refresh_at.as_ref()) {
+        Some(t) if t <= now => "due".to_owned(),
+        Some(t) => humanize(t - now),
+        None => "-".to_owned(),
     }
 }
 

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::UnixStream;
 use tokio::time::Instant;
 use tonic::transport::server::Connected;
 use tracing::info;
@@ -46,7 +45,7 @@ impl Activity {
     }
 
     /// Wraps an accepted connection so that it counts as activity until it closes.
-    pub(super) fn track(&self, stream: UnixStream) -> Tracked {
+    pub(super) fn track<S>(&self, stream: S) -> Tracked<S> {
         self.0.open.fetch_add(1, Ordering::SeqCst);
         self.touch();
         Tracked { inner: stream, _open: OpenConnection(self.clone()) }
@@ -72,29 +71,29 @@ impl Drop for OpenConnection {
     }
 }
 
-/// A client connection that counts as activity while it is open; otherwise exactly the `UnixStream`.
+/// A client connection that counts as activity while it is open; otherwise exactly the stream it wraps.
 #[derive(Debug)]
-pub(super) struct Tracked {
-    inner: UnixStream,
+pub(super) struct Tracked<S> {
+    inner: S,
     _open: OpenConnection,
 }
 
-impl Connected for Tracked {
-    // The API's peer check reads the same connect info as from a bare `UnixStream`.
-    type ConnectInfo = <UnixStream as Connected>::ConnectInfo;
+impl<S: Connected> Connected for Tracked<S> {
+    // The API's peer check reads the same connect info as from the stream itself.
+    type ConnectInfo = S::ConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
         self.inner.connect_info()
     }
 }
 
-impl AsyncRead for Tracked {
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for Tracked {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }

@@ -5,6 +5,7 @@
 //! [`serve`] is what `pachagent serve` runs; [`run`] takes an already bound listener and a shutdown future so
 //! that it can be driven from anywhere (the CLI, `pachagent dev`, tests). No RPC or token logic lives here.
 
+mod handshake;
 mod harden;
 mod idle;
 pub mod socket;
@@ -26,6 +27,26 @@ use crate::store::{self, Store};
 
 /// How long in-flight calls may take to finish after a stop signal before the agent exits anyway.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The largest request message the agent decodes (tonic's default is 4 MiB). Every request is a context name,
+/// a few flags and at most one token: an ID token with many groups stays under 16 KiB. Anything bigger is a
+/// broken or hostile client, refused from the message's length prefix before the agent buffers it (tonic
+/// answers OUT_OF_RANGE, "decoded message length too large").
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// Calls one connection may have in flight at once. The CLI makes one or two; a program sharing one channel
+/// among many tasks queues the rest on its side (HTTP/2 clients wait for a free stream), while a runaway client
+/// cannot make the agent hold an unbounded number of calls for it.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
+/// The largest request header block: gRPC requests carry a path and a few short headers, well under 1 KiB.
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
+/// How often an idle connection is pinged, and how long the answer may take before the connection is closed:
+/// a client that died without closing its socket (or was frozen, e.g. SIGSTOP) stops holding its `Watch` stream
+/// and buffers after about a minute and a half. Live clients answer pings in their HTTP/2 layer, even while
+/// their program is not reading.
+const KEEPALIVE: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(20));
 
 /// How `pachagent serve` was asked to run.
 #[derive(Debug, Clone)]
@@ -182,13 +203,20 @@ async fn run_tracked(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<AgentServer<AgentService>>().await;
-    let service = AgentServer::new(AgentService::new(engine, stop_rx.clone()));
+    let health_service = health_service.max_decoding_message_size(MAX_REQUEST_BYTES);
+    let service =
+        AgentServer::new(AgentService::new(engine, stop_rx.clone())).max_decoding_message_size(MAX_REQUEST_BYTES);
     let mut drained = stop_rx.clone();
+    let connections = handshake::http2_only(socket::same_user_connections(listener));
     let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .http2_keepalive_interval(Some(KEEPALIVE.0))
+        .http2_keepalive_timeout(Some(KEEPALIVE.1))
         .add_service(health_service)
         .add_service(service)
         .serve_with_incoming_shutdown(
-            socket::same_user_connections(listener).map(move |accepted| accepted.map(|s| activity.track(s))),
+            connections.map(move |accepted| accepted.map(|s| activity.track(s))),
             async move {
                 let _ = drained.wait_for(|stop| *stop).await;
             },

@@ -403,6 +403,7 @@ impl SessionEngine {
 
     /// Trades a verified ID token with pachd and stores the session with its refresh token.
     pub(super) async fn trade(&self, ctx: &Context, tokens: Tokens, method: SessionMethod) -> Result<LoginDone, Error> {
+        require_email(ctx, &tokens)?;
         let client = self.client(ctx)?;
         let token = client.authenticate_id_token(&tokens.id_token).await.map_err(|e| super::login_error(ctx, e))?;
         let identity = client.who_am_i(&token).await.map_err(|e| super::login_error(ctx, e))?;
@@ -412,6 +413,23 @@ impl SessionEngine {
 
 pub(super) fn oidc_error(ctx: &Context, source: oidc::Error) -> Error {
     Error::Oidc { context: ctx.name.clone(), source }
+}
+
+/// pachd names the user `user:<email>` from the ID token's `email` claim and rejects nothing without one: it
+/// would mint a session for the bare `user:`, one name shared by everyone whose token lacks the claim.
+pub(super) fn require_email(ctx: &Context, tokens: &Tokens) -> Result<(), Error> {
+    if tokens.email.as_deref().is_some_and(|e| !e.is_empty()) {
+        return Ok(());
+    }
+    Err(oidc_error(
+        ctx,
+        oidc::Error::InvalidIdToken(
+            "it has no email claim, and pachd names users by their email (without one it would log you in as the \
+             nameless \"user:\"): the context must request the email scope, and the provider must put the email in \
+             the ID token"
+                .into(),
+        ),
+    ))
 }
 
 /// This machine's name, for the `ssh -L` line a user runs elsewhere.

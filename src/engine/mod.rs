@@ -30,6 +30,9 @@ use crate::store::Store;
 /// How many events a slow `Watch` subscriber may fall behind before it is told it missed some.
 const EVENT_BUFFER: usize = 256;
 
+/// The subject pachd gives an ID token without an `email` claim (`user:` and nothing after it).
+const NAMELESS_USER: &str = "user:";
+
 /// The session engine. Shared behind an `Arc` by the API server and the daemon's tasks.
 pub struct SessionEngine {
     config: RwLock<Arc<Config>>,
@@ -296,7 +299,8 @@ impl SessionEngine {
     /// issuer and returns a session token that lives at most as long as the ID token.
     ///
     /// # Errors
-    /// [`Error::Rejected`] carrying pachd's verification message, pachd and store errors.
+    /// [`Error::Rejected`] carrying pachd's verification message; [`Error::Oidc`] for a token without email
+    /// (which pachd accepts as the nameless `user:`); pachd and store errors.
     pub async fn login_with_id_token(&self, context: &str, id_token: IdToken) -> Result<LoginDone, Error> {
         let ctx = self.config().context(context)?.clone();
         if id_token.is_empty() {
@@ -309,6 +313,19 @@ impl SessionEngine {
         let token = client.authenticate_id_token(&id_token).await.map_err(|e| login_error(&ctx, e))?;
         drop(id_token);
         let identity = client.who_am_i(&token).await.map_err(|e| login_error(&ctx, e))?;
+        if identity.username == NAMELESS_USER {
+            // pachd took an ID token without email: the session it minted is nobody's in particular.
+            if let Err(e) = client.revoke(&token).await {
+                warn!(context = %ctx.name, error = %e, "could not revoke the nameless session pachd minted");
+            }
+            return Err(Error::Oidc {
+                context: ctx.name.clone(),
+                source: crate::oidc::Error::InvalidIdToken(format!(
+                    "it has no email claim, so pachd made its session the nameless {NAMELESS_USER:?} (the agent \
+                     revoked it): hand in an ID token that carries the user's email"
+                )),
+            });
+        }
         self.commit_login(&ctx, token, identity, SessionMethod::IdToken, None).await
     }
 

@@ -5,9 +5,10 @@
 //! `WhoAmI` → keyring → memory, and only then is the previous pach token revoked (once every caller's promised
 //! validity has passed). The rotated refresh token is written to the keyring before anything else uses it. One
 //! renewal runs at a time per context; any number of callers needing one wait on it and re-check. Transient
-//! failures retry with exponential backoff and jitter; a refresh token the provider refuses moves the session
-//! to LOGIN_REQUIRED at once. The scheduler sleeps until the next due time, never longer than
-//! [`MAX_SLEEP`], and re-evaluates everything after a clock jump (a laptop waking from suspend).
+//! failures retry with exponential backoff and jitter; a refresh token the provider refuses, or an ID token that
+//! fails a check, moves the session to LOGIN_REQUIRED at once (see [`SessionEngine::renew`]). The scheduler
+//! sleeps until the next due time, never longer than [`MAX_SLEEP`], and re-evaluates everything after a clock
+//! jump (a laptop waking from suspend).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::{Error, EventKind, Session, SessionEngine, SessionState, Verdict, login::oidc_error, read, write};
 use crate::config::Context;
-use crate::oidc::{Provider, ProviderSettings, Tokens};
+use crate::oidc::{Provider, ProviderSettings, Refreshed, Tokens};
 use crate::secret::RefreshToken;
 
 /// The scheduler never sleeps longer than this, so a suspended laptop re-evaluates its sessions soon after it
@@ -81,9 +82,9 @@ impl SessionEngine {
             Grant::Ready(grant) => grant,
             Grant::NeedsRefresh => {
                 self.refresh_now(&ctx.name, Some(min_valid)).await.map_err(|e| match e {
-                    // The provider refused the refresh token for good: what the caller needs is a login.
-                    Error::Oidc { ref source, .. } if source.is_refusal_for_good() => {
-                        Error::LoginRequired { context: ctx.name.clone() }
+                    // Renewing cannot help any more: what the caller needs is a login, and to know why.
+                    Error::Oidc { source, context } if source.ends_renewal() => {
+                        Error::RenewalRefused { context, source }
                     }
                     other => other,
                 })?;
@@ -172,22 +173,33 @@ impl SessionEngine {
         result
     }
 
+    /// One renewal: refresh grant, then the new ID token's checks, then pachd.
+    ///
+    /// The refresh token the provider rotated is stored before the new ID token is even looked at, and kept when
+    /// that token is refused: the provider has already retired the old one, and reusing it would make a provider
+    /// with reuse detection revoke the whole grant. An ID token that fails a check (or lacks the email pachd
+    /// names the user by) ends the renewals like a dead refresh token does: the session shows LOGIN_REQUIRED
+    /// with the failed check as its error, its still-valid pach token keeps being served until it expires, and
+    /// the agent does not retry on its own. A provider handing out bad tokens is misconfigured or being tampered
+    /// with, not briefly unwell, and every retry would rotate the refresh token for another bad answer. A login
+    /// starts afresh; so does an agent restart, with the stored (rotated) refresh token, once.
     async fn renew(self: &Arc<Self>, ctx: &Context, refresh_token: RefreshToken, old: &Session) -> Result<(), Error> {
         let provider = self.cached_provider(ctx).await?;
-        debug!(context = %ctx.name, "refresh grant sent; the provider may rotate the refresh token from here on");
-        let tokens: Tokens = match provider.refresh(&refresh_token).await {
-            Ok(tokens) => tokens,
-            Err(e) => {
-                if !e.is_transient() {
-                    // A provider that answers but refuses may have been reconfigured: rediscover next time.
-                    super::lock(&self.providers).remove(&ctx.name);
-                }
-                return Err(oidc_error(ctx, e));
+        let forget_provider = |e: &crate::oidc::Error| {
+            if !e.is_transient() {
+                // A provider that answers but refuses may have been reconfigured: rediscover next time.
+                super::lock(&self.providers).remove(&ctx.name);
             }
         };
+        debug!(context = %ctx.name, "refresh grant sent; the provider may rotate the refresh token from here on");
+        let refreshed: Refreshed = provider.refresh(&refresh_token).await.map_err(|e| {
+            forget_provider(&e);
+            oidc_error(ctx, e)
+        })?;
         // Rotation: the provider now accepts only the new refresh token. Keep it before anything else happens,
-        // with the old pach token (still valid), so that an agent killed from here on restarts usable.
-        let latest_rt = tokens.refresh_token.clone().unwrap_or(refresh_token);
+        // with the old pach token (still valid), so that an agent killed from here on restarts usable, and a
+        // refused ID token does not cost the grant.
+        let latest_rt = refreshed.refresh_token.clone().unwrap_or(refresh_token);
         let mut interim = old.clone();
         interim.refresh_token = Some(latest_rt.clone());
         self.update(&ctx.name, |s| s.refresh_token = Some(latest_rt.clone()));
@@ -197,6 +209,11 @@ impl SessionEngine {
         } else {
             debug!(context = %ctx.name, "rotated refresh token stored");
         }
+        let tokens: Tokens = provider.verify_refreshed(refreshed).await.map_err(|e| {
+            forget_provider(&e);
+            oidc_error(ctx, e)
+        })?;
+        super::login::require_email(ctx, &tokens)?;
         let client = self.client(ctx)?;
         let token = client.authenticate_id_token(&tokens.id_token).await.map_err(|e| super::login_error(ctx, e))?;
         let identity = client.who_am_i(&token).await.map_err(|e| super::login_error(ctx, e))?;
@@ -231,10 +248,10 @@ impl SessionEngine {
         });
     }
 
-    /// Records a failed renewal: a refresh token refused for good ends the session (LOGIN_REQUIRED, no retry
-    /// storm); anything else is retried with backoff, and reported as REFRESH_FAILED.
+    /// Records a failed renewal: a refresh token refused for good or an ID token refused ends the renewals
+    /// (LOGIN_REQUIRED, no retry storm); anything else is retried with backoff, and reported as REFRESH_FAILED.
     fn renewal_failed(&self, ctx: &Context, e: &Error, started: DateTime<Utc>) {
-        let fatal = matches!(e, Error::Oidc { source, .. } if source.is_refusal_for_good());
+        let fatal = matches!(e, Error::Oidc { source, .. } if source.ends_renewal());
         let now = Utc::now();
         let mut event = None;
         self.update(&ctx.name, |s| {

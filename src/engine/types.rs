@@ -254,7 +254,7 @@ pub enum Error {
         message: String,
     },
     /// pachd could not be used.
-    #[error("{source} (context {context:?})")]
+    #[error("{source} (context {context:?}): run pachagent doctor --context {context} to check the setup")]
     Pachd {
         /// The context.
         context: String,
@@ -291,8 +291,17 @@ pub enum Error {
     /// The request asks for something this agent cannot do.
     #[error("{0}")]
     Unsupported(String),
+    /// The session's renewal ended for good (a dead refresh token, an ID token that failed a check): only a
+    /// login helps. The session's token is still served while it lasts.
+    #[error("the session for {context:?} can no longer be renewed ({source}): run pachagent login --context {context}")]
+    RenewalRefused {
+        /// The context.
+        context: String,
+        /// Why the renewal ended.
+        source: crate::oidc::Error,
+    },
     /// The identity provider failed or refused.
-    #[error("{source} (context {context:?})")]
+    #[error("{source} (context {context:?}): run pachagent doctor --context {context} to check the setup")]
     Oidc {
         /// The context.
         context: String,

@@ -3,8 +3,10 @@
 //! It binds 127.0.0.1 only, answers exactly one valid callback — a GET of `/callback` on the loopback host it
 //! announced, carrying the login's `state` once — and turns everything else away with a 400 page while the login
 //! keeps waiting: a forged or replayed `state`, a missing `code`, a duplicated parameter, a `Host` of another name
-//! (DNS rebinding), another method. The browser's page is answered only when the login has finished, so it can
-//! say whether it worked. The listener closes as soon as the valid callback has arrived.
+//! (DNS rebinding), another method, a request a web page made rather than a top-level navigation, a request
+//! head over [`MAX_REQUEST_BYTES`] or one sent too slowly (slow-loris). The browser's page is answered only when
+//! the login has finished, so it can say whether it worked. The listener closes as soon as the valid callback
+//! has arrived.
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -24,14 +26,18 @@ use tracing::{debug, warn};
 
 use super::Error;
 use crate::config::RedirectHost;
+use crate::secret::AuthCode;
 
 /// The path of the redirect URI.
 pub const CALLBACK_PATH: &str = "/callback";
 
-/// How long a browser connection may take to send its request headers (slow-loris defence).
+/// How long a connection may take to send its request head. A browser sends it at once; a client that trickles
+/// it (slow-loris) is cut after this, and never delays the real callback, which has a connection of its own.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The largest request head accepted; a real callback is a few hundred bytes.
+/// The largest request head accepted (hyper answers 431 past it). A real callback is well under 2 KiB: a code
+/// and a state of some hundred bytes each, `iss`, and a browser's usual headers; 16 KiB leaves room for large
+/// cookies on `localhost` without letting a client make the agent buffer more.
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
 
 /// How long the browser's page waits for the login to finish after the callback.
@@ -49,7 +55,7 @@ pub struct CallbackListener {
 #[derive(Debug)]
 pub enum Callback {
     /// The authorization code to exchange.
-    Code(String),
+    Code(AuthCode),
     /// The provider refused (e.g. the user pressed Cancel: `access_denied`).
     Refused {
         /// The OAuth error code.
@@ -214,6 +220,9 @@ fn check(req: &Request<Incoming>, shared: &Shared) -> Result<Callback, &'static 
     if req.method() != Method::GET {
         return Err("the login callback only answers GET");
     }
+    if !is_top_level_navigation(req.headers()) {
+        return Err("the login callback only answers the browser's own redirect, not a request made by a web page");
+    }
     let host = req.headers().get(hyper::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
     if !shared.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
         return Err("this request names another host than the login's loopback address");
@@ -221,7 +230,17 @@ fn check(req: &Request<Incoming>, shared: &Shared) -> Result<Callback, &'static 
     if req.uri().path() != CALLBACK_PATH {
         return Err("this is not the login callback path");
     }
-    let query = req.uri().query().unwrap_or_default();
+    parse_query(req.uri().query().unwrap_or_default(), &shared.state)
+}
+
+/// Reads the callback's query string for the login whose `state` is `expected_state`: exactly one `state`, equal
+/// to it (compared in constant time), then either a non-empty `code` or the provider's `error`. Any parameter of
+/// those appearing twice is refused (parameter pollution). `Err` carries the reason shown on the 400 page, never a
+/// secret. Public for the fuzz target.
+///
+/// # Errors
+/// The reason the query is not this login's callback.
+pub fn parse_query(query: &str, expected_state: &[u8]) -> Result<Callback, &'static str> {
     let mut state = None;
     let mut code = None;
     let mut error = None;
@@ -240,15 +259,30 @@ fn check(req: &Request<Incoming>, shared: &Shared) -> Result<Callback, &'static 
         *slot = Some(value.into_owned());
     }
     let state = state.ok_or("the callback has no state")?;
-    if !bool::from(state.as_bytes().ct_eq(&shared.state)) {
+    if !bool::from(state.as_bytes().ct_eq(expected_state)) {
         return Err("the state does not belong to the login in progress");
     }
     if let Some(error) = error {
         return Ok(Callback::Refused { error, description });
     }
     match code {
-        Some(code) if !code.is_empty() => Ok(Callback::Code(code)),
+        Some(code) if !code.is_empty() => Ok(Callback::Code(AuthCode::new(code))),
         _ => Err("the callback has no authorization code"),
+    }
+}
+
+/// Whether the request is the browser following the provider's redirect in its window: a top-level
+/// navigation (`Sec-Fetch-Mode: navigate`, `Sec-Fetch-Dest: document`). A page on another origin can make the
+/// browser send requests here too — `fetch()` (mode `cors`), an image or script (`no-cors`), a frame (dest
+/// `iframe`) — and those are refused, so that nothing but the real redirect can hand the agent a code, even if
+/// the state leaked. Browsers without Fetch Metadata send no `Sec-Fetch-*` at all; for them, an `Origin` header
+/// on a GET marks a script's request (navigations send none). `Sec-Fetch-Site` is not checked: the genuine
+/// redirect comes from the provider's site, so it is `cross-site` (or `same-site` for a provider on loopback).
+fn is_top_level_navigation(headers: &hyper::HeaderMap) -> bool {
+    let value = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or_default().to_ascii_lowercase());
+    match value("sec-fetch-mode") {
+        Some(mode) => mode == "navigate" && value("sec-fetch-dest").is_none_or(|dest| dest == "document"),
+        None => !headers.contains_key(hyper::header::ORIGIN),
     }
 }
 
@@ -270,4 +304,31 @@ fn page(status: StatusCode, title: &str, message: &str) -> Response<Full<Bytes>>
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> hyper::HeaderMap {
+        pairs.iter().map(|(k, v)| (hyper::header::HeaderName::from_static(k), v.parse().unwrap())).collect()
+    }
+
+    #[test]
+    fn the_browsers_own_redirect_passes_with_or_without_fetch_metadata() {
+        // What Chromium and Firefox send when the provider's redirect lands here.
+        let redirect =
+            [("sec-fetch-site", "cross-site"), ("sec-fetch-mode", "navigate"), ("sec-fetch-dest", "document")];
+        assert!(is_top_level_navigation(&headers(&redirect)));
+        assert!(is_top_level_navigation(&headers(&[("sec-fetch-mode", "Navigate")])));
+        assert!(is_top_level_navigation(&headers(&[])), "older browsers and command-line clients send none");
+    }
+
+    #[test]
+    fn requests_made_by_pages_are_not_navigations() {
+        assert!(!is_top_level_navigation(&headers(&[("sec-fetch-mode", "cors"), ("origin", "http://evil.example")])));
+        assert!(!is_top_level_navigation(&headers(&[("sec-fetch-mode", "no-cors"), ("sec-fetch-dest", "image")])));
+        assert!(!is_top_level_navigation(&headers(&[("sec-fetch-mode", "navigate"), ("sec-fetch-dest", "iframe")])));
+        assert!(!is_top_level_navigation(&headers(&[("origin", "null")])));
+    }
 }

@@ -6,17 +6,23 @@
 //! stores nothing and knows nothing of pachd or gRPC. The loopback listener is in [`callback`].
 
 pub mod callback;
+mod http;
 mod provider;
 
 use std::time::Duration;
 
-pub use self::provider::{AuthorizationRequest, DeviceAuthorization, Provider, ProviderSettings, Tokens};
+pub use self::provider::{AuthorizationRequest, DeviceAuthorization, Provider, ProviderSettings, Refreshed, Tokens};
 
 /// How long to wait for a TCP/TLS connection to the provider.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The budget of one request to the provider (discovery, JWKS, token exchange).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The largest answer read from the provider (discovery document, key set, token, device and refresh
+/// answers). Real ones are a few KiB (a large key set with many certificates stays well under 100 KiB); a
+/// provider sending more is broken or hostile, and the agent must not hold it in memory.
+const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// What went wrong with the identity provider, named by what the user must do.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -76,6 +82,13 @@ impl Error {
     pub fn is_refusal_for_good(&self) -> bool {
         matches!(self, Error::Refused { error, .. }
             if matches!(error.as_str(), "invalid_grant" | "invalid_client" | "unauthorized_client" | "access_denied"))
+    }
+
+    /// Whether renewing again cannot help: a refusal for good (see [`Error::is_refusal_for_good`]), or an ID token
+    /// that failed a check. A provider that hands out such tokens is misconfigured, or someone is tampering with
+    /// its answers; neither passes by itself, and retrying would only fetch more of them.
+    pub fn ends_renewal(&self) -> bool {
+        self.is_refusal_for_good() || matches!(self, Error::InvalidIdToken(_))
     }
 
     /// Whether trying again later may succeed.

@@ -2,31 +2,31 @@
 //! issuer), its keys, and the requests the agent makes to it.
 
 use std::path::PathBuf;
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod,
-    CoreDeviceAuthorizationResponse, CoreGrantType, CoreIdToken, CoreJsonWebKey, CoreJsonWebKeySet,
-    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreResponseMode, CoreResponseType,
-    CoreSubjectIdentifierType, CoreTokenResponse,
+    CoreDeviceAuthorizationResponse, CoreGrantType, CoreIdToken, CoreIdTokenClaims, CoreJsonWebKey, CoreJsonWebKeySet,
+    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm, CoreResponseMode,
+    CoreResponseType, CoreSubjectIdentifierType, CoreTokenResponse,
 };
 use openidconnect::{
-    AdditionalProviderMetadata, Audience, AuthorizationCode, ClientId, CsrfToken, DeviceAuthorizationUrl,
-    EndpointMaybeSet, EndpointNotSet, EndpointSet, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
-    ProviderMetadata, RedirectUrl, RequestTokenError, Scope,
+    AdditionalProviderMetadata, Audience, AuthorizationCode, ClaimsVerificationError, ClientId, CsrfToken,
+    DeviceAuthorizationUrl, EndpointMaybeSet, EndpointNotSet, EndpointSet, JwsSigningAlgorithm as _, Nonce,
+    NonceVerifier as _, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata, RedirectUrl,
+    RequestTokenError, Scope, SignatureVerificationError,
 };
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::{CONNECT_TIMEOUT, Error, REQUEST_TIMEOUT};
-use crate::secret::{ClientSecret, IdToken, RefreshToken};
+use super::http::{HttpClient, HttpError};
+use super::{CONNECT_TIMEOUT, Error, MAX_BODY_BYTES, REQUEST_TIMEOUT};
+use crate::secret::{AuthCode, ClientSecret, IdToken, RefreshToken};
 
-/// The largest discovery document, key set or token response the agent reads; a provider sending more is
-/// broken or hostile.
-const MAX_BODY_BYTES: usize = 1 << 20;
-
-/// Clock skew tolerated on the ID token's `exp`/`iat` between this machine and the provider.
+/// Clock skew tolerated on the ID token's `exp`, `iat` and `nbf` between this machine and the provider (pachd's
+/// go-oidc allows the same minute on `nbf`).
 const CLOCK_SKEW: chrono::Duration = chrono::Duration::seconds(60);
 
 /// The scope prefix Dex uses to put another client (pachd) into the ID token's audience.
@@ -79,7 +79,9 @@ pub struct ProviderSettings {
 pub struct Provider {
     settings: ProviderSettings,
     metadata: Metadata,
-    http: openidconnect::reqwest::Client,
+    /// The provider's signing keys as last fetched; replaced when an ID token names a key published since.
+    keys: RwLock<CoreJsonWebKeySet>,
+    http: HttpClient,
 }
 
 impl std::fmt::Debug for Provider {
@@ -144,6 +146,22 @@ pub struct Tokens {
     pub expires_at: DateTime<Utc>,
 }
 
+/// The token endpoint's answer to a refresh, its ID token not checked yet. With rotation the refresh token in it is
+/// already the only one the provider accepts: keep it whatever [`Provider::verify_refreshed`] then says, or the
+/// next refresh reuses a dead token and a provider with reuse detection revokes the whole grant.
+pub struct Refreshed {
+    /// The refresh token to use next, when the provider sent one (else the one just used stays valid).
+    pub refresh_token: Option<RefreshToken>,
+    /// The answer, or why it could not be read although it carried a refresh token.
+    answer: Result<CoreTokenResponse, Error>,
+}
+
+impl std::fmt::Debug for Refreshed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refreshed").field("rotated", &self.refresh_token.is_some()).finish_non_exhaustive()
+    }
+}
+
 impl Provider {
     /// Fetches the provider's discovery document and keys, and checks that it is the issuer the context names.
     ///
@@ -161,17 +179,17 @@ impl Provider {
         if let Some(reachable) = &settings.issuer_url {
             metadata = rewrite_endpoints(metadata, &settings.issuer, reachable)?;
         }
-        let jwks_url = metadata.jwks_uri().url().to_string();
-        let body = get(&http, &jwks_url).await?;
-        let jwks: CoreJsonWebKeySet = serde_json::from_slice(&body).map_err(|e| Error::BadResponse {
-            url: jwks_url.clone(),
-            reason: format!("not a JSON Web Key Set ({e})"),
-        })?;
-        if jwks.keys().is_empty() {
-            return Err(Error::BadResponse { url: jwks_url, reason: "the key set is empty".into() });
-        }
-        let metadata = metadata.set_jwks(jwks);
-        Ok(Self { settings, metadata, http })
+        let keys = fetch_keys(&http, metadata.jwks_uri().url().as_str()).await?;
+        Ok(Self { settings, metadata, keys: RwLock::new(keys), http })
+    }
+
+    /// Fetches the provider's key set again, after an ID token named a key the agent has not seen: providers
+    /// rotate their signing keys and publish the new one before they use it.
+    async fn refetch_keys(&self) -> Result<(), Error> {
+        let keys = fetch_keys(&self.http, self.metadata.jwks_uri().url().as_str()).await?;
+        *self.keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
+        tracing::info!(issuer = %self.settings.issuer, "fetched the identity provider's signing keys again");
+        Ok(())
     }
 
     /// The issuer as configured (and as the provider names itself).
@@ -190,8 +208,9 @@ impl Provider {
             .client_secret
             .as_ref()
             .map(|s| openidconnect::ClientSecret::new(s.expose_secret().to_owned()));
+        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner).clone();
         CoreClient::from_provider_metadata(
-            self.metadata.clone(),
+            self.metadata.clone().set_jwks(keys),
             ClientId::new(self.settings.client_id.clone()),
             secret,
         )
@@ -230,30 +249,25 @@ impl Provider {
         })
     }
 
-    /// Exchanges the code from the callback, then verifies the ID token (signature, issuer, audience, expiry and
-    /// the nonce of this login).
+    /// Exchanges the code from the callback, then verifies the ID token (see [`Provider::verified`]), including
+    /// the nonce of this login.
     ///
     /// # Errors
     /// [`Error::Refused`] with the provider's error, [`Error::InvalidIdToken`] naming the failed check, transport
     /// errors.
-    pub async fn exchange_code(&self, request: AuthorizationRequest, code: String) -> Result<Tokens, Error> {
+    pub async fn exchange_code(&self, request: AuthorizationRequest, code: AuthCode) -> Result<Tokens, Error> {
         let redirect = RedirectUrl::new(request.redirect_uri.clone())
             .map_err(|e| Error::Settings(format!("bad redirect URI: {e}")))?;
         let client = self.client().set_redirect_uri(redirect);
         let token_url = self.token_url();
         let response: CoreTokenResponse = client
-            .exchange_code(AuthorizationCode::new(code))
+            .exchange_code(AuthorizationCode::new(code.expose_secret().to_owned()))
             .map_err(|e| Error::Unsupported(format!("the provider has no token endpoint: {e}")))?
             .set_pkce_verifier(request.pkce_verifier)
             .request_async(&self.http)
             .await
             .map_err(|e| token_error(&token_url, e))?;
-        let nonce = request.nonce;
-        self.verified(client.id_token_verifier(), &response, move |n: Option<&Nonce>| match n {
-            Some(n) if n.secret() == nonce.secret() => Ok(()),
-            Some(_) => Err("the nonce does not match this login".to_owned()),
-            None => Err("the nonce is missing".to_owned()),
-        })
+        self.verified(&response, Some(&request.nonce)).await
     }
 
     /// Starts a device login.
@@ -305,59 +319,98 @@ impl Provider {
             .request_async(&self.http, tokio::time::sleep, Some(timeout))
             .await
             .map_err(|e| token_error(&token_url, e))?;
-        self.verified(client.id_token_verifier(), &response, |_: Option<&Nonce>| Ok(()))
+        self.verified(&response, None).await
     }
 
-    /// Trades a refresh token for fresh tokens. With rotation, the answer carries the refresh token to use next.
+    /// Trades a refresh token for fresh tokens, whose ID token [`Provider::verify_refreshed`] then checks. With
+    /// rotation, the answer carries the refresh token to use next, even when the rest of it is unusable.
     ///
     /// # Errors
-    /// [`Error::Refused`] with `invalid_grant` when the refresh token is dead; transport errors otherwise.
-    pub async fn refresh(&self, refresh_token: &RefreshToken) -> Result<Tokens, Error> {
+    /// [`Error::Refused`] with `invalid_grant` when the refresh token is dead; transport errors; an answer that
+    /// cannot be read and carries no refresh token.
+    pub async fn refresh(&self, refresh_token: &RefreshToken) -> Result<Refreshed, Error> {
         let client = self.client();
         let token_url = self.token_url();
         let rt = openidconnect::RefreshToken::new(refresh_token.expose_secret().to_owned());
-        let response: CoreTokenResponse = client
+        let result: Result<CoreTokenResponse, _> = client
             .exchange_refresh_token(&rt)
             .map_err(|e| Error::Unsupported(format!("the provider has no token endpoint: {e}")))?
             .request_async(&self.http)
-            .await
-            .map_err(|e| token_error(&token_url, e))?;
-        self.verified(client.id_token_verifier(), &response, |_: Option<&Nonce>| Ok(()))
+            .await;
+        match result {
+            Ok(response) => Ok(Refreshed {
+                refresh_token: response.refresh_token().map(|t| RefreshToken::new(t.secret().clone())),
+                answer: Ok(response),
+            }),
+            Err(RequestTokenError::Parse(e, body)) => {
+                let unreadable = unreadable_answer(&token_url, &e, &body);
+                // The provider may have rotated the refresh token even though what came with it is garbage.
+                match salvage_refresh_token(&body) {
+                    Some(rotated) => Ok(Refreshed { refresh_token: Some(rotated), answer: Err(unreadable) }),
+                    None => Err(unreadable),
+                }
+            }
+            Err(e) => Err(token_error(&token_url, e)),
+        }
+    }
+
+    /// Verifies the ID token of a refresh's answer (see [`Provider::verified`]; a refresh carries no nonce to
+    /// check).
+    ///
+    /// # Errors
+    /// [`Error::InvalidIdToken`] naming the failed check; [`Error::BadResponse`] for an unreadable answer;
+    /// transport errors when the provider's keys had to be fetched again.
+    pub async fn verify_refreshed(&self, refreshed: Refreshed) -> Result<Tokens, Error> {
+        let response = refreshed.answer?;
+        self.verified(&response, None).await
     }
 
     fn token_url(&self) -> String {
         self.metadata.token_endpoint().map(|u| u.url().to_string()).unwrap_or_default()
     }
 
-    fn verified<N>(
-        &self,
-        verifier: openidconnect::core::CoreIdTokenVerifier<'_>,
-        response: &CoreTokenResponse,
-        nonce: N,
-    ) -> Result<Tokens, Error>
-    where
-        N: openidconnect::NonceVerifier,
-    {
+    /// The ID token's checks, each failure named in words a user can act on: the issuer exactly as configured;
+    /// our client in the audience, any other audience trusted (a Dex audience scope) and then our client as the
+    /// authorized party (`azp`); a public-key signature (no `none`, no HMAC: pachd verifies the same token
+    /// against the provider's published keys) by a key the provider publishes, fetching its key set once more
+    /// when the key is new; not expired, not issued or valid only in the future (a minute of clock skew either
+    /// way); and this login's nonce when there is one.
+    async fn verified(&self, response: &CoreTokenResponse, nonce: Option<&Nonce>) -> Result<Tokens, Error> {
         use openidconnect::TokenResponse as _;
         let id_token: &CoreIdToken = response.id_token().ok_or_else(|| Error::BadResponse {
             url: self.token_url(),
             reason: "the answer has no id_token (does the client allow the openid scope?)".into(),
         })?;
         let raw = id_token.to_string();
-        check_issuer_claim(&raw, &self.settings.issuer)?;
-        let trusted: Vec<String> = self
-            .settings
-            .scopes
-            .iter()
-            .filter_map(|s| s.strip_prefix(AUDIENCE_SCOPE_PREFIX).map(str::to_owned))
-            .collect();
-        let verifier = verifier
-            .set_other_audience_verifier_fn(move |aud: &Audience| trusted.iter().any(|t| t == aud.as_str()))
-            .set_time_fn(|| Utc::now() - CLOCK_SKEW);
-        let claims = id_token.claims(&verifier, nonce).map_err(|e| Error::InvalidIdToken(e.to_string()))?;
-        if claims.issue_time() > Utc::now() + CLOCK_SKEW {
-            return Err(Error::InvalidIdToken("it was issued in the future (check this machine's clock)".into()));
+        let unverified = Unverified::parse(&raw)?;
+        check_issuer_claim(&unverified, &self.settings.issuer)?;
+        let claims = match self.check(id_token, nonce) {
+            // The provider may have started signing with a key published since discovery: fetch its keys once
+            // more and check again. A key still unknown then is refused; nothing here loops.
+            Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey)) => {
+                self.refetch_keys().await?;
+                self.check(id_token, nonce)
+            }
+            checked => checked,
         }
+        .map_err(|e| Error::InvalidIdToken(self.explain(&e, &unverified)))?;
+        let now = Utc::now();
+        if claims.issue_time() > now + CLOCK_SKEW {
+            return Err(Error::InvalidIdToken(format!(
+                "it was issued in the future (iat {}, more than a minute ahead of this machine's clock): check \
+                 this machine's clock",
+                claims.issue_time()
+            )));
+        }
+        if let Some(nbf) = unverified.time("nbf")
+            && nbf > now + CLOCK_SKEW
+        {
+            return Err(Error::InvalidIdToken(format!(
+                "it is not valid yet (nbf {nbf}, more than a minute ahead of this machine's clock): check this \
+                 machine's clock"
+            )));
+        }
+        self.check_authorized_party(claims)?;
         Ok(Tokens {
             email: claims.email().map(|e| e.as_str().to_owned()),
             expires_at: claims.expiration(),
@@ -365,9 +418,194 @@ impl Provider {
             refresh_token: response.refresh_token().map(|t| RefreshToken::new(t.secret().clone())),
         })
     }
+
+    /// The library's checks, with the keys known now.
+    fn check<'t>(
+        &self,
+        id_token: &'t CoreIdToken,
+        nonce: Option<&Nonce>,
+    ) -> Result<&'t CoreIdTokenClaims, ClaimsVerificationError> {
+        let trusted: Vec<String> = self
+            .settings
+            .scopes
+            .iter()
+            .filter_map(|s| s.strip_prefix(AUDIENCE_SCOPE_PREFIX).map(str::to_owned))
+            .collect();
+        let client = self.client();
+        let verifier = client
+            .id_token_verifier()
+            .set_allowed_algs(self.signing_algs())
+            .set_other_audience_verifier_fn(move |aud: &Audience| trusted.iter().any(|t| t == aud.as_str()))
+            .set_time_fn(|| Utc::now() - CLOCK_SKEW);
+        id_token.claims(&verifier, |got: Option<&Nonce>| match (nonce, got) {
+            (None, _) => Ok(()),
+            (Some(_), None) => Err("it carries no nonce, so nothing ties it to this login".to_owned()),
+            // The library's comparison takes the same time whatever the nonces.
+            (Some(expected), Some(_)) => expected.verify(got).map_err(|_| {
+                "its nonce is not this login's: it was issued for another login (replayed or mixed up)".to_owned()
+            }),
+        })
+    }
+
+    /// The algorithms the provider says it signs ID tokens with, less those that are no public-key signature.
+    fn signing_algs(&self) -> Vec<CoreJwsSigningAlgorithm> {
+        let algs: Vec<CoreJwsSigningAlgorithm> = self
+            .metadata
+            .id_token_signing_alg_values_supported()
+            .iter()
+            .filter(|a| !a.uses_shared_secret() && **a != CoreJwsSigningAlgorithm::None)
+            .cloned()
+            .collect();
+        if algs.is_empty() { vec![CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256] } else { algs }
+    }
+
+    /// OpenID Connect Core 3.1.3.7, steps 4 and 5, which the library leaves to its users: a token for several
+    /// audiences must name us as the party it was issued to, and one that names a party must name us.
+    fn check_authorized_party(&self, claims: &CoreIdTokenClaims) -> Result<(), Error> {
+        let ours = self.settings.client_id.as_str();
+        match claims.authorized_party() {
+            Some(azp) if azp.as_str() != ours => Err(Error::InvalidIdToken(format!(
+                "its authorized party (azp) is {:?}, not this client {ours:?}: it was issued to another client",
+                azp.as_str()
+            ))),
+            Some(_) => Ok(()),
+            None if claims.audiences().len() > 1 => {
+                let audiences: Vec<&str> = claims.audiences().iter().map(|a| a.as_str()).collect();
+                Err(Error::InvalidIdToken(format!(
+                    "it is for several audiences ({}) but names no authorized party (azp), so nothing says it was \
+                     issued to this client {ours:?}",
+                    audiences.join(", ")
+                )))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// A failed library check, in the words of the check.
+    fn explain(&self, e: &ClaimsVerificationError, token: &Unverified) -> String {
+        let kid = token.header_str("kid").map(|k| format!(" {k:?}")).unwrap_or_default();
+        let alg = token.header_str("alg").unwrap_or("?");
+        match e {
+            ClaimsVerificationError::SignatureVerification(sig) => match sig {
+                SignatureVerificationError::NoSignature => {
+                    "it is not signed (alg \"none\"): an unsigned ID token proves nothing".to_owned()
+                }
+                SignatureVerificationError::DisallowedAlg(_) => {
+                    let allowed: Vec<String> = self.signing_algs().iter().map(alg_name).collect();
+                    format!(
+                        "its signature algorithm (alg) {alg} is not accepted: ID tokens must carry a signature by \
+                         one of the provider's published public keys ({})",
+                        allowed.join(", ")
+                    )
+                }
+                SignatureVerificationError::NoMatchingKey => format!(
+                    "it is signed with a key (kid{kid}) that the provider does not publish, even after fetching \
+                     its key set {} again",
+                    self.metadata.jwks_uri().url()
+                ),
+                SignatureVerificationError::CryptoError(_) => format!(
+                    "its signature does not verify with the provider's key{kid}: it was forged or altered on the way"
+                ),
+                other => format!("its signature cannot be checked: {other}"),
+            },
+            ClaimsVerificationError::InvalidAudience(_) => self.explain_audience(token),
+            ClaimsVerificationError::InvalidIssuer(detail) => format!("its issuer (iss) is wrong: {detail}"),
+            ClaimsVerificationError::Expired(_) => {
+                let exp = token.time("exp").map(|t| format!(" at {t}")).unwrap_or_default();
+                format!(
+                    "it has expired{exp} (exp is more than a minute in the past); if the provider just issued it, \
+                     check this machine's clock"
+                )
+            }
+            ClaimsVerificationError::InvalidNonce(why) => why.clone(),
+            other => other.to_string(),
+        }
+    }
 }
 
-fn http_client(settings: &ProviderSettings) -> Result<openidconnect::reqwest::Client, Error> {
+impl Provider {
+    /// Why the audience check failed: our client is not among them, or another one is that the context does not
+    /// trust.
+    fn explain_audience(&self, token: &Unverified) -> String {
+        let ours = self.settings.client_id.as_str();
+        let audiences: Vec<&str> = match token.claims.get("aud") {
+            Some(serde_json::Value::String(one)) => vec![one.as_str()],
+            Some(serde_json::Value::Array(many)) => many.iter().filter_map(serde_json::Value::as_str).collect(),
+            _ => return "it has no audience (aud) claim".into(),
+        };
+        match audiences.iter().find(|a| **a != ours) {
+            _ if !audiences.contains(&ours) => format!(
+                "its audience (aud) is {audiences:?}, which does not include this client {ours:?}: it was issued to \
+                 another client (check the context's client_id)"
+            ),
+            Some(other) => format!(
+                "its audience (aud) also names {other:?}, which this context does not trust: if that is pachd's \
+                 client id, add the scope {AUDIENCE_SCOPE_PREFIX}{other} to the context"
+            ),
+            None => format!("its audience (aud) {audiences:?} was refused"),
+        }
+    }
+}
+
+/// An algorithm as JOSE names it (`RS256`).
+fn alg_name(alg: &CoreJwsSigningAlgorithm) -> String {
+    serde_json::to_value(alg).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| format!("{alg:?}"))
+}
+
+/// The JOSE header and claims of an ID token as sent, before any check: for the issuer's precise message, for
+/// `nbf` (which the library does not model) once the signature holds, and for naming what failed.
+struct Unverified {
+    header: serde_json::Map<String, serde_json::Value>,
+    claims: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Unverified {
+    fn parse(jwt: &str) -> Result<Self, Error> {
+        use base64::Engine as _;
+        let mut parts = jwt.split('.');
+        let (Some(header), Some(payload)) = (parts.next(), parts.next()) else {
+            return Err(Error::InvalidIdToken("it is not a JWT".into()));
+        };
+        let decode = |part: &str, what: &str| -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part.trim_end_matches('='))
+                .map_err(|_| Error::InvalidIdToken(format!("its {what} is not base64url")))?;
+            serde_json::from_slice(&bytes)
+                .map_err(|_| Error::InvalidIdToken(format!("its {what} is not a JSON object")))
+        };
+        Ok(Self { header: decode(header, "header")?, claims: decode(payload, "payload")? })
+    }
+
+    fn header_str(&self, name: &str) -> Option<&str> {
+        self.header.get(name).and_then(serde_json::Value::as_str)
+    }
+
+    /// A NumericDate claim (seconds since the epoch), to the second.
+    fn time(&self, name: &str) -> Option<DateTime<Utc>> {
+        let value = self.claims.get(name)?;
+        let secs = value.as_i64().or_else(|| value.as_f64().map(|f| f.floor() as i64))?;
+        DateTime::from_timestamp(secs, 0)
+    }
+}
+
+/// Fetches a key set and checks that it has keys.
+async fn fetch_keys(http: &openidconnect::reqwest::Client, url: &str) -> Result<CoreJsonWebKeySet, Error> {
+    let body = get(http, url).await?;
+    let jwks: CoreJsonWebKeySet = serde_json::from_slice(&body)
+        .map_err(|e| Error::BadResponse { url: url.to_owned(), reason: format!("not a JSON Web Key Set ({e})") })?;
+    if jwks.keys().is_empty() {
+        return Err(Error::BadResponse { url: url.to_owned(), reason: "the key set is empty".into() });
+    }
+    Ok(jwks)
+}
+
+/// The refresh token in a token-endpoint answer the library could not read.
+fn salvage_refresh_token(body: &[u8]) -> Option<RefreshToken> {
+    let answer: serde_json::Value = serde_json::from_slice(body).ok()?;
+    answer.get("refresh_token")?.as_str().filter(|t| !t.is_empty()).map(|t| RefreshToken::new(t.to_owned()))
+}
+
+fn http_client(settings: &ProviderSettings) -> Result<HttpClient, Error> {
     let mut builder = openidconnect::reqwest::Client::builder()
         // Following redirects would let a provider point the agent anywhere (SSRF); OIDC needs none.
         .redirect(openidconnect::reqwest::redirect::Policy::none())
@@ -383,7 +621,8 @@ fn http_client(settings: &ProviderSettings) -> Result<openidconnect::reqwest::Cl
             builder = builder.add_root_certificate(cert);
         }
     }
-    builder.build().map_err(|e| Error::Settings(format!("cannot set up HTTPS for the provider: {e}")))
+    let client = builder.build().map_err(|e| Error::Settings(format!("cannot set up HTTPS for the provider: {e}")))?;
+    Ok(HttpClient::new(client))
 }
 
 /// GETs a small JSON document, refusing redirects, error statuses and oversized bodies.
@@ -461,24 +700,29 @@ fn issuer_mismatch_message(configured: &str, actual: &str, source: &str) -> Stri
     )
 }
 
-/// Checks `iss` before the library's verifier does, so that a slash or host difference gets its precise message.
-fn check_issuer_claim(jwt: &str, expected: &str) -> Result<(), Error> {
-    use base64::Engine as _;
-    #[derive(Deserialize)]
-    struct Iss {
-        iss: Option<String>,
-    }
-    let payload = jwt.split('.').nth(1).ok_or_else(|| Error::InvalidIdToken("it is not a JWT".into()))?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .map_err(|_| Error::InvalidIdToken("its payload is not base64url".into()))?;
-    let claims: Iss =
-        serde_json::from_slice(&bytes).map_err(|_| Error::InvalidIdToken("its payload is not JSON".into()))?;
-    match claims.iss.as_deref() {
-        None => Err(Error::InvalidIdToken("it has no iss claim".into())),
-        Some(iss) if iss == expected => Ok(()),
-        Some(iss) => Err(Error::InvalidIdToken(issuer_mismatch_message(expected, iss, "the ID token"))),
-    }
+/// Checks `iss` before the library's verifier does, so that a trailing-slash difference gets its precise message.
+/// Discovery has already matched the provider's own name to the context's issuer, so a token naming another
+/// issuer contradicts its provider: the advice is never to adopt the token's issuer (an attacker picks it).
+fn check_issuer_claim(token: &Unverified, expected: &str) -> Result<(), Error> {
+    let iss = match token.claims.get("iss").and_then(serde_json::Value::as_str) {
+        None => return Err(Error::InvalidIdToken("it has no issuer (iss) claim".into())),
+        Some(iss) if iss == expected => return Ok(()),
+        Some(iss) => iss,
+    };
+    let message = if iss.trim_end_matches('/') == expected.trim_end_matches('/') {
+        let which = if iss.ends_with('/') { "has a trailing slash that" } else { "lacks the trailing slash that" };
+        format!(
+            "its issuer (iss) {iss:?} {which} the provider's discovery document and the context ({expected:?}) \
+             spell out: the provider names itself inconsistently (check its issuer setting); pachd compares iss \
+             exactly and would refuse the token too"
+        )
+    } else {
+        format!(
+            "its issuer (iss) is {iss:?}, not {expected:?} as the provider's discovery document and the context \
+             say: the token is not this provider's"
+        )
+    };
+    Err(Error::InvalidIdToken(message))
 }
 
 /// Points the provider's endpoints that live on the issuer's origin at the origin this machine can reach.
@@ -506,20 +750,30 @@ fn rewrite_endpoints(metadata: Metadata, issuer: &str, reachable: &str) -> Resul
     Ok(metadata)
 }
 
+/// A token-endpoint answer the library could not read. When the rest of it reads fine without the ID token, the ID
+/// token is what is broken: a bad ID token (refused like a forged one), not an unusable answer.
+fn unreadable_answer(url: &str, e: &dyn std::fmt::Display, body: &[u8]) -> Error {
+    let without_id_token = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|mut answer| {
+        answer.as_object_mut()?.remove("id_token")?.as_str()?;
+        Some(answer)
+    });
+    if without_id_token.is_some_and(|rest| serde_json::from_value::<CoreTokenResponse>(rest).is_ok()) {
+        return Error::InvalidIdToken(format!("it cannot be read as an ID token ({e})"));
+    }
+    Error::BadResponse { url: url.to_owned(), reason: format!("not an OAuth answer ({e})") }
+}
+
 /// Maps a failed token-endpoint request.
-fn token_error<RE, T>(url: &str, e: RequestTokenError<RE, openidconnect::StandardErrorResponse<T>>) -> Error
+fn token_error<T>(url: &str, e: RequestTokenError<HttpError, openidconnect::StandardErrorResponse<T>>) -> Error
 where
-    RE: std::error::Error + 'static,
     T: openidconnect::ErrorResponseType + std::fmt::Display,
 {
     match e {
         RequestTokenError::ServerResponse(resp) => {
             Error::Refused { error: resp.error().to_string(), description: resp.error_description().cloned() }
         }
-        RequestTokenError::Request(e) => Error::Unreachable { url: url.to_owned(), reason: error_chain(&e) },
-        RequestTokenError::Parse(e, _) => {
-            Error::BadResponse { url: url.to_owned(), reason: format!("not an OAuth answer ({e})") }
-        }
+        RequestTokenError::Request(e) => e.into_error(url),
+        RequestTokenError::Parse(e, body) => unreadable_answer(url, &e, &body),
         RequestTokenError::Other(reason) => Error::BadResponse { url: url.to_owned(), reason },
     }
 }
@@ -546,14 +800,29 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_answer_blames_the_id_token_only_when_the_rest_of_it_reads() {
+        let bad_id_token = br#"{"access_token":"a","token_type":"Bearer","refresh_token":"r2","id_token":"x.y.z"}"#;
+        assert!(matches!(unreadable_answer("u", &"e", bad_id_token), Error::InvalidIdToken(_)));
+        let no_access_token = br#"{"token_type":"Bearer","refresh_token":"r2","id_token":"x.y.z"}"#;
+        assert!(matches!(unreadable_answer("u", &"e", no_access_token), Error::BadResponse { .. }));
+        assert!(matches!(unreadable_answer("u", &"e", b"<html>"), Error::BadResponse { .. }));
+        assert_eq!(salvage_refresh_token(no_access_token).unwrap().expose_secret(), "r2");
+        assert!(salvage_refresh_token(br#"{"refresh_token":""}"#).is_none());
+        assert!(salvage_refresh_token(b"<html>").is_none());
+    }
+
+    #[test]
     fn the_iss_claim_is_checked_with_the_precise_message() {
         use base64::Engine as _;
         let enc = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
         let jwt =
             format!("{}.{}.sig", enc(serde_json::json!({"alg":"RS256"})), enc(serde_json::json!({"iss":"https://a/"})));
-        assert!(check_issuer_claim(&jwt, "https://a/").is_ok());
-        let err = check_issuer_claim(&jwt, "https://a").unwrap_err().to_string();
-        assert!(err.contains("trailing slash"), "{err}");
-        assert!(check_issuer_claim("garbage", "https://a").is_err());
+        let token = Unverified::parse(&jwt).unwrap();
+        assert!(check_issuer_claim(&token, "https://a/").is_ok());
+        let err = check_issuer_claim(&token, "https://a").unwrap_err().to_string();
+        assert!(err.contains("has a trailing slash that the provider's discovery document"), "{err}");
+        let err = check_issuer_claim(&token, "https://b").unwrap_err().to_string();
+        assert!(err.contains("is \"https://a/\", not \"https://b\"") && !err.contains("set issuer"), "{err}");
+        assert!(Unverified::parse("garbage").is_err());
     }
 }

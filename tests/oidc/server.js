@@ -42,6 +42,25 @@
 //                                      answers {"revoked":N}
 //   POST /__test/down                  every other endpoint answers 503 {"error":"temporarily_unavailable"}
 //   POST /__test/up                    back to normal
+//   POST /__test/forge                 body: {"set":{claim:value},"remove":[claim],"signing":MODE}; the NEXT /token
+//                                      answer that carries an id_token (any grant) carries instead one re-minted
+//                                      from the genuine one: claims set/removed, then signed as MODE says:
+//                                        "provider"          the provider's current key and kid (default)
+//                                        "stranger"          another RSA key, under the provider's kid (a bad
+//                                                            signature)
+//                                        "unknown-kid"       another RSA key under a kid the JWKS never lists
+//                                        "none"              alg "none", empty signature
+//                                        "hs256-public-key"  HS256 keyed with the provider's public key PEM (the
+//                                                            key-confusion attack)
+//                                      answers {"pending":true}; a second forge replaces a pending one
+//   GET  /__test/seen                  every secret that crossed /token so far, by kind: {"authorization code":[..],
+//                                      "PKCE verifier":[..],"refresh token":[..],"device code":[..],"ID token":[..],
+//                                      "access token":[..]} (presented by clients, and issued), for leak tests
+//   POST /__test/rotate-keys           the provider signs ID tokens with a new RSA key under a new kid from now on,
+//                                      and /jwks lists the new key first and still the old ones (tokens already
+//                                      issued keep verifying); answers {"kid":"<new kid>"}
+// /__test/stats also counts "jwks" (GETs of /jwks, the JWKS), the same by User-Agent in "jwks_by_user_agent"
+// ({"<user agent>":N}, "" when none was sent), and "forged" (ID tokens replaced by a forge).
 
 'use strict';
 
@@ -163,6 +182,81 @@ function sendJson(res, status, body) {
   res.end(text);
 }
 
+// An RSA signing key with its JWK metadata.
+function signingKey() {
+  const { privateKey, publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return { privateKey, publicKey, meta: { kid: crypto.randomBytes(8).toString('hex'), alg: 'RS256', use: 'sig' } };
+}
+
+function publicJwk(key) {
+  return { ...key.publicKey.export({ format: 'jwk' }), ...key.meta };
+}
+
+const SIGNING_MODES = ['provider', 'stranger', 'unknown-kid', 'none', 'hs256-public-key'];
+
+function forgeProblem(body) {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return 'the body must be a JSON object';
+  const known = ['set', 'remove', 'signing'];
+  const extra = Object.keys(body).filter((k) => !known.includes(k));
+  if (extra.length) return `unknown fields ${extra.join(', ')} (known: ${known.join(', ')})`;
+  if (body.set !== undefined && (typeof body.set !== 'object' || body.set === null || Array.isArray(body.set))) {
+    return '"set" must be an object of claims';
+  }
+  if (body.remove !== undefined && !(Array.isArray(body.remove) && body.remove.every((c) => typeof c === 'string'))) {
+    return '"remove" must be an array of claim names';
+  }
+  if (body.signing !== undefined && !SIGNING_MODES.includes(body.signing)) {
+    return `"signing" must be one of ${SIGNING_MODES.join(', ')}`;
+  }
+  return null;
+}
+
+function readJson(req) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('error', reject);
+    req.on('end', () => {
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}'));
+      } catch (err) {
+        reject(err);
+      }
+    });
+  });
+}
+
+// One stranger key for every forge that needs a key the provider never published.
+let stranger = null;
+
+// Re-mints a compact JWT: the genuine one's header and claims, changed as `spec` says, signed as it says.
+function forged(jwt, spec, key) {
+  const [rawHeader, rawPayload] = jwt.split('.');
+  const header = JSON.parse(Buffer.from(rawHeader, 'base64url').toString('utf8'));
+  const claims = { ...JSON.parse(Buffer.from(rawPayload, 'base64url').toString('utf8')), ...(spec.set || {}) };
+  for (const name of spec.remove || []) delete claims[name];
+  const mode = spec.signing || 'provider';
+  if (mode === 'stranger' || mode === 'unknown-kid') stranger = stranger || signingKey();
+  const encode = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const mint = (alg, kid, sign) => {
+    const head = { ...header, alg };
+    if (kid === undefined) delete head.kid; else head.kid = kid;
+    const input = `${encode(head)}.${encode(claims)}`;
+    return `${input}.${sign(Buffer.from(input))}`;
+  };
+  const rs256 = (privateKey) => (data) => crypto.sign('sha256', data, privateKey).toString('base64url');
+  switch (mode) {
+    case 'stranger': return mint('RS256', key.meta.kid, rs256(stranger.privateKey));
+    case 'unknown-kid': return mint('RS256', `unknown-${stranger.meta.kid}`, rs256(stranger.privateKey));
+    case 'none': return mint('none', undefined, () => '');
+    case 'hs256-public-key': {
+      const pem = key.publicKey.export({ type: 'spki', format: 'pem' });
+      return mint('HS256', key.meta.kid, (data) => crypto.createHmac('sha256', pem).update(data).digest('base64url'));
+    }
+    default: return mint('RS256', key.meta.kid, rs256(key.privateKey));
+  }
+}
+
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
   const clients = opts.clientsFile ? JSON.parse(fs.readFileSync(opts.clientsFile, 'utf8')) : defaultClients();
@@ -174,10 +268,12 @@ async function main() {
   const port = await listen(server, opts.port);
   const issuer = `http://127.0.0.1:${port}${opts.trailingSlash ? '/' : ''}`;
 
-  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const jwk = {
-    ...privateKey.export({ format: 'jwk' }), kid: crypto.randomBytes(8).toString('hex'), alg: 'RS256', use: 'sig',
-  };
+  const first = signingKey();
+  const jwk = { ...first.privateKey.export({ format: 'jwk' }), ...first.meta };
+  // The key ID tokens are signed with (oidc-provider's own until a rotation), and every key /jwks lists.
+  let current = first;
+  let published = [first];
+  let rotated = false;
 
   const { default: Provider } = await import('oidc-provider');
 
@@ -223,7 +319,8 @@ async function main() {
 
   // Counters for /__test/stats, and every grant id by account for /__test/revoke-grants.
   const stats = {
-    authorization_code: 0, refresh_token: 0, device_code: 0, errors: {}, authorizations: 0,
+    authorization_code: 0, refresh_token: 0, device_code: 0, errors: {}, authorizations: 0, jwks: 0, forged: 0,
+    jwks_by_user_agent: {},
   };
   const shortGrantType = (t) => (t === DEVICE_GRANT ? 'device_code' : t || 'unknown');
   provider.on('grant.success', (ctx) => {
@@ -256,13 +353,76 @@ async function main() {
     return ids.length;
   }
 
+  // Rewrites answers on their way out: /jwks after a rotation, and ID tokens in /token answers (re-signed with
+  // the rotated key, or replaced by a pending forge).
+  let forge = null;
+  // Every secret that crossed /token, for /__test/seen: what the client presented and what it was given.
+  const seen = {};
+  const remember = (kind, value) => {
+    if (typeof value !== 'string' || value === '') return;
+    if (!seen[kind]) seen[kind] = [];
+    if (!seen[kind].includes(value)) seen[kind].push(value);
+  };
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.method === 'POST' && ctx.path === '/token') {
+      const params = (ctx.oidc && ctx.oidc.params) || {};
+      remember('authorization code', params.code);
+      remember('PKCE verifier', params.code_verifier);
+      remember('refresh token', params.refresh_token);
+      remember('device code', params.device_code);
+    }
+    if (ctx.method === 'GET' && ctx.path === '/jwks' && ctx.status === 200 && rotated) {
+      ctx.body = { keys: published.map(publicJwk) };
+    }
+    if (ctx.method === 'POST' && ctx.path === '/token' && ctx.status === 200 && ctx.body && ctx.body.id_token) {
+      if (forge) {
+        ctx.body.id_token = forged(ctx.body.id_token, forge, current);
+        forge = null;
+        stats.forged += 1;
+      } else if (rotated) {
+        ctx.body.id_token = forged(ctx.body.id_token, {}, current);
+      }
+    }
+    if (ctx.method === 'POST' && ctx.path === '/token' && ctx.status === 200 && ctx.body) {
+      remember('ID token', ctx.body.id_token);
+      remember('access token', ctx.body.access_token);
+      remember('refresh token', ctx.body.refresh_token);
+    }
+  });
+
   let down = false;
   const oidc = provider.callback();
   handler = (req, res) => {
     const url = new URL(req.url, 'http://127.0.0.1');
+    if (url.pathname === '/jwks' && req.method === 'GET') {
+      const agent = req.headers['user-agent'] || '';
+      stats.jwks += 1;
+      stats.jwks_by_user_agent[agent] = (stats.jwks_by_user_agent[agent] || 0) + 1;
+    }
     if (url.pathname.startsWith('/__test/')) {
       const route = `${req.method} ${url.pathname}`;
       switch (route) {
+        case 'POST /__test/forge':
+          readJson(req).then((body) => {
+            const problem = forgeProblem(body);
+            if (problem) {
+              sendJson(res, 400, { error: problem });
+              return;
+            }
+            forge = body;
+            sendJson(res, 200, { pending: true });
+          }, (err) => sendJson(res, 400, { error: `the body is not JSON: ${err.message}` }));
+          return;
+        case 'POST /__test/rotate-keys':
+          current = signingKey();
+          published = [current, ...published];
+          rotated = true;
+          sendJson(res, 200, { kid: current.meta.kid });
+          return;
+        case 'GET /__test/seen':
+          sendJson(res, 200, seen);
+          return;
         case 'GET /__test/stats':
           sendJson(res, 200, { ...stats, down });
           return;

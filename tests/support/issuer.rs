@@ -66,6 +66,7 @@ pub struct TestIssuerBuilder {
     path: String,
     trailing_slash: bool,
     advertised_issuer: Option<String>,
+    clock_offset: Option<i64>,
 }
 
 impl TestIssuerBuilder {
@@ -84,6 +85,13 @@ impl TestIssuerBuilder {
     /// Put another `issuer` in the discovery document than the issuer's own URL (a misconfigured provider).
     pub fn advertised_issuer(mut self, issuer: &str) -> Self {
         self.advertised_issuer = Some(issuer.to_owned());
+        self
+    }
+
+    /// Send an HTTP `Date` header this many seconds off the real time (by default none is sent): a provider
+    /// whose clock, or this machine's, is wrong.
+    pub fn clock_offset(mut self, seconds: i64) -> Self {
+        self.clock_offset = Some(seconds);
         self
     }
 
@@ -108,6 +116,7 @@ impl TestIssuerBuilder {
             })
             .to_string(),
             jwks: json!({ "keys": [key.jwk.clone()] }).to_string(),
+            clock_offset: self.clock_offset,
         };
         let stop = Arc::new(AtomicBool::new(false));
         let jwks_fetches = Arc::new(AtomicUsize::new(0));
@@ -225,6 +234,7 @@ struct Routes {
     jwks_path: String,
     discovery: String,
     jwks: String,
+    clock_offset: Option<i64>,
 }
 
 fn serve(listener: &TcpListener, routes: &Routes, stop: &AtomicBool, jwks_fetches: &AtomicUsize) {
@@ -262,9 +272,14 @@ fn answer(conn: &mut TcpStream, routes: &Routes, jwks_fetches: &AtomicUsize) -> 
         }
         _ => ("404 Not Found", r#"{"error":"not found"}"#),
     };
+    // IMF-fixdate (RFC 9110), the only form servers send.
+    let date = routes.clock_offset.map_or_else(String::new, |offset| {
+        let at = chrono::Utc::now() + chrono::TimeDelta::seconds(offset);
+        format!("Date: {}\r\n", at.format("%a, %d %b %Y %H:%M:%S GMT"))
+    });
     write!(
         conn,
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\n{date}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     conn.flush()

@@ -370,6 +370,16 @@ impl AgentIn {
         self.cli_inner(args, Some(stdin))
     }
 
+    /// Runs the CLI on the private keyring session's bus, as a command typed in the same desktop session would
+    /// run: for commands that open the keyring themselves (`doctor`).
+    #[track_caller]
+    pub fn cli_on_keyring_bus(&mut self, args: &[&str]) -> CliOutput {
+        let bus = self.bus_address();
+        let out = self.run_cli_on(args, None, true, Some(&bus));
+        eprintln!("`pachagent {}` on the keyring's bus: exit {}", args.join(" "), out.code);
+        out
+    }
+
     #[track_caller]
     fn cli_inner(&mut self, args: &[&str], stdin: Option<&str>) -> (CliOutput, Duration) {
         // `login` starts an agent when none answers; one started by the CLI would run outside the environment
@@ -385,13 +395,21 @@ impl AgentIn {
     }
 
     fn run_cli(&self, args: &[&str], stdin: Option<&str>, agent_running: bool) -> CliOutput {
+        self.run_cli_on(args, stdin, agent_running, None)
+    }
+
+    fn run_cli_on(&self, args: &[&str], stdin: Option<&str>, agent_running: bool, bus: Option<&str>) -> CliOutput {
         let dir = self.dir.path().join("cli");
         std::fs::create_dir_all(&dir).unwrap();
         let (out_path, err_path) = (dir.join("stdout"), dir.join("stderr"));
         let mut cmd = self.base_command(Path::new(env!("CARGO_BIN_EXE_pachagent")));
-        // The CLI needs no keyring; without a bus, an agent it started by mistake could not use one either.
-        cmd.env_remove("DBUS_SESSION_BUS_ADDRESS")
-            .args(args)
+        // Most commands need no keyring; without a bus, an agent the CLI started by mistake could not use one either.
+        match bus {
+            // No display: a locked keyring must fail the call, not pop up an unlock prompt on the developer's screen.
+            Some(bus) => cmd.env("DBUS_SESSION_BUS_ADDRESS", bus).env_remove("DISPLAY").env_remove("WAYLAND_DISPLAY"),
+            None => cmd.env_remove("DBUS_SESSION_BUS_ADDRESS"),
+        };
+        cmd.args(args)
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(std::fs::File::create(&out_path).unwrap())
             .stderr(std::fs::File::create(&err_path).unwrap());

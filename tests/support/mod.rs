@@ -520,16 +520,21 @@ impl Drop for RunningCli {
 
 /// Runs the scripted user (`tests/browser/fake_user.py`) on `url` in the foreground and returns its exit code.
 pub fn fake_user(url: &str, email: &str, action: &str) -> i32 {
-    Command::new("python3")
-        .arg(op::FAKE_USER)
+    fake_user_logging(url, email, action, None)
+}
+
+/// As [`fake_user`], with every step (the redirect it delivered included) appended to `log`.
+pub fn fake_user_logging(url: &str, email: &str, action: &str, log: Option<&Path>) -> i32 {
+    let mut cmd = Command::new("python3");
+    cmd.arg(op::FAKE_USER)
         .arg(url)
         .env("FAKE_USER_FOREGROUND", "1")
         .env("FAKE_USER_EMAIL", email)
-        .env("FAKE_USER_ACTION", action)
-        .status()
-        .expect("run python3 tests/browser/fake_user.py")
-        .code()
-        .unwrap_or(-1)
+        .env("FAKE_USER_ACTION", action);
+    if let Some(log) = log {
+        cmd.env("FAKE_USER_LOG", log);
+    }
+    cmd.status().expect("run python3 tests/browser/fake_user.py").code().unwrap_or(-1)
 }
 
 /// The value of a query parameter of a URL.

@@ -8,6 +8,8 @@
 //! op.stats()["refresh_token"];  // grants counted by the provider itself
 //! op.revoke_grants("alice@example.com");  // every refresh token of alice now gets invalid_grant
 //! op.set_down(true);            // every OIDC endpoint answers 503
+//! op.forge_next_id_token(&Forgery::new().remove("email").signed(Signing::Stranger)); // the next ID token is bad
+//! op.rotate_keys();             // a new signing key (and kid) from now on; /jwks lists it
 //! ```
 //! The default clients are [`PUBLIC_CLIENT`], [`CONFIDENTIAL_CLIENT`], [`EXACT_CLIENT`] and [`PACHD_CLIENT`]; any
 //! login name with any password is accepted, the login name becomes `sub`, and `email` is the login name when it
@@ -250,14 +252,29 @@ impl TestOp {
     }
 
     /// Counts kept by the provider: `{"authorization_code":N,"refresh_token":N,"device_code":N,
-    /// "errors":{"<grant type>":N},"authorizations":N,"down":bool}`. The first three count successful /token
-    /// grants by grant type; `errors` counts failed ones (device-flow polls answered `authorization_pending`
-    /// included); `authorizations` counts authorizations the user completed (codes sent to a redirect URI, and
-    /// device-flow confirmations).
+    /// "errors":{"<grant type>":N},"authorizations":N,"jwks":N,"jwks_by_user_agent":{"<agent>":N},"forged":N,
+    /// "down":bool}`. The first three count successful /token grants by grant type; `errors` counts failed ones
+    /// (device-flow polls answered `authorization_pending` included); `authorizations` counts authorizations the
+    /// user completed (codes sent to a redirect URI, and device-flow confirmations); `jwks` counts fetches of the
+    /// key set, also by User-Agent; `forged` counts ID tokens replaced by [`TestOp::forge_next_id_token`].
     pub fn stats(&self) -> serde_json::Value {
         let (status, body) = self.http("GET", "/__test/stats");
         assert_eq!(status, 200, "GET /__test/stats: {body}");
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET /__test/stats: {e}: {body}"))
+    }
+
+    /// Every secret that crossed the token endpoint so far, as (kind and number, value): authorization codes, PKCE
+    /// verifiers, refresh tokens and device codes clients presented, and ID, access and refresh tokens issued.
+    pub fn seen_secrets(&self) -> Vec<(String, String)> {
+        let (status, body) = self.http("GET", "/__test/seen");
+        assert_eq!(status, 200, "GET /__test/seen: {body}");
+        let seen: std::collections::BTreeMap<String, Vec<String>> =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET /__test/seen: {e}: {body}"));
+        seen.into_iter()
+            .flat_map(|(kind, values)| {
+                values.into_iter().enumerate().map(move |(i, v)| (format!("{kind} #{}", i + 1), v))
+            })
+            .collect()
     }
 
     /// Successful /token grants of one type so far: `authorization_code`, `refresh_token` or `device_code`.
@@ -283,6 +300,41 @@ impl TestOp {
         assert_eq!(status, 200, "POST {path}: {body}");
     }
 
+    /// Makes the next token-endpoint answer that carries an ID token (whatever the grant) carry a forged one
+    /// instead: the genuine token's claims changed as `forgery` says, signed as it says. One answer only; a
+    /// later call replaces a forgery still pending.
+    pub fn forge_next_id_token(&self, forgery: &Forgery) {
+        let (status, body) = self.http_with_body("POST", "/__test/forge", &forgery.to_json().to_string());
+        assert_eq!(status, 200, "POST /__test/forge: {body}");
+    }
+
+    /// The provider signs ID tokens with a new key under a new kid from now on; its JWKS lists the new key
+    /// first, and the old ones still. Returns the new kid.
+    pub fn rotate_keys(&self) -> String {
+        let (status, body) = self.http("POST", "/__test/rotate-keys");
+        assert_eq!(status, 200, "POST /__test/rotate-keys: {body}");
+        let answer: serde_json::Value = serde_json::from_str(&body).expect("JSON from /__test/rotate-keys");
+        answer["kid"].as_str().expect("the new kid").to_owned()
+    }
+
+    /// How many times the provider's JWKS (`/jwks`) was fetched so far, by anyone.
+    pub fn jwks_fetches(&self) -> u64 {
+        self.stats()["jwks"].as_u64().expect("jwks count in /__test/stats")
+    }
+
+    /// How many times the provider's JWKS was fetched by clients whose User-Agent starts with `prefix` (the
+    /// agent's is `pachagent/<version>`; pachd-dev fetches the same keys to check the tokens it is handed).
+    pub fn jwks_fetches_by(&self, prefix: &str) -> u64 {
+        let stats = self.stats();
+        let by_agent = stats["jwks_by_user_agent"].as_object().expect("jwks_by_user_agent in /__test/stats");
+        by_agent.iter().filter(|(agent, _)| agent.starts_with(prefix)).filter_map(|(_, n)| n.as_u64()).sum()
+    }
+
+    /// How many forged ID tokens the provider has handed out so far.
+    pub fn forged(&self) -> u64 {
+        self.stats()["forged"].as_u64().expect("forged count in /__test/stats")
+    }
+
     /// What the provider wrote on stderr so far (warnings, errors), for failure messages.
     pub fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -290,8 +342,83 @@ impl TestOp {
 
     /// One HTTP/1.1 request without a body to the provider; returns status and body.
     fn http(&self, method: &str, path: &str) -> (u16, String) {
-        http_request(self.port, method, path)
+        self.http_with_body(method, path, "")
+    }
+
+    /// One HTTP/1.1 request with a (JSON) body to the provider; returns status and body.
+    fn http_with_body(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        http_request(self.port, method, path, body)
             .unwrap_or_else(|e| panic!("{method} {path} to the test OP failed: {e}\nOP stderr:\n{}", self.log()))
+    }
+}
+
+/// How [`TestOp::forge_next_id_token`] signs the forged ID token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signing {
+    /// The provider's current key and kid: a valid signature over the changed claims.
+    Provider,
+    /// Another RSA key, under the provider's kid: a signature that does not verify.
+    Stranger,
+    /// Another RSA key under a kid the provider's JWKS never lists.
+    UnknownKid,
+    /// `alg: none` and an empty signature.
+    None,
+    /// HS256 keyed with the provider's RSA public key (PEM): the key-confusion attack.
+    Hs256WithPublicKey,
+}
+
+impl Signing {
+    fn name(self) -> &'static str {
+        match self {
+            Signing::Provider => "provider",
+            Signing::Stranger => "stranger",
+            Signing::UnknownKid => "unknown-kid",
+            Signing::None => "none",
+            Signing::Hs256WithPublicKey => "hs256-public-key",
+        }
+    }
+}
+
+/// A change to the next ID token the provider hands out; see [`TestOp::forge_next_id_token`].
+#[derive(Debug, Clone)]
+pub struct Forgery {
+    set: serde_json::Map<String, serde_json::Value>,
+    remove: Vec<String>,
+    signing: Signing,
+}
+
+impl Default for Forgery {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Forgery {
+    /// No change to the claims, signed with the provider's key.
+    pub fn new() -> Self {
+        Self { set: serde_json::Map::new(), remove: Vec::new(), signing: Signing::Provider }
+    }
+
+    /// Sets (or adds) a claim.
+    pub fn set(mut self, claim: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.set.insert(claim.to_owned(), value.into());
+        self
+    }
+
+    /// Removes a claim.
+    pub fn remove(mut self, claim: &str) -> Self {
+        self.remove.push(claim.to_owned());
+        self
+    }
+
+    /// How to sign the result.
+    pub fn signed(mut self, signing: Signing) -> Self {
+        self.signing = signing;
+        self
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "set": self.set, "remove": self.remove, "signing": self.signing.name() })
     }
 }
 
@@ -303,13 +430,16 @@ impl Drop for TestOp {
 }
 
 /// A minimal HTTP/1.1 client for the test endpoints (`Connection: close`, body read to EOF).
-fn http_request(port: u16, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+fn http_request(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
     stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    let content_type = if body.is_empty() { "" } else { "Content-Type: application/json\r\n" };
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{content_type}Content-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
     )?;
     stream.flush()?;
     let mut raw = Vec::new();

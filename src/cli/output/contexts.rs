@@ -74,6 +74,7 @@ pub fn contexts(out: &mut dyn Write, err: &mut dyn Write, config: &Config, json:
                 c.method.as_str().to_owned(),
                 c.issuer.clone().unwrap_or_else(|| "-".to_owned()),
             ],
+            paints: Vec::new(),
             notes: notes(c),
         })
         .collect::<Vec<_>>();

@@ -100,10 +100,45 @@ pub(super) fn dash(s: &str) -> String {
     if s.is_empty() { "-".to_owned() } else { s.to_owned() }
 }
 
+/// Whether text for people may carry colours: only when it goes to a terminal, and never when `NO_COLOR` is set
+/// to anything but the empty string (the no-color.org convention). Pipes, files and `--json` stay plain.
+pub fn use_colour(to_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    to_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// A colour for a cell or line; the 8 basic ANSI colours, which every terminal theme maps to readable ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Paint {
+    Green,
+    Yellow,
+    Red,
+    Cyan,
+    Dim,
+}
+
+impl Paint {
+    fn sgr(self) -> &'static str {
+        match self {
+            Paint::Green => "32",
+            Paint::Yellow => "33",
+            Paint::Red => "31",
+            Paint::Cyan => "36",
+            Paint::Dim => "2",
+        }
+    }
+
+    /// `text` in this colour when `colour` is on, else as it is.
+    pub(super) fn apply(self, text: &str, colour: bool) -> String {
+        if colour && !text.is_empty() { format!("\x1b[{}m{text}\x1b[0m", self.sgr()) } else { text.to_owned() }
+    }
+}
+
 /// One row of a [`table`].
 pub(super) struct Row {
     /// The cells, one per header column.
     pub(super) cells: Vec<String>,
+    /// A colour per cell (missing entries are plain), applied after padding so that columns stay aligned.
+    pub(super) paints: Vec<Option<Paint>>,
     /// Lines printed under the row, indented to its second column.
     pub(super) notes: Vec<String>,
 }
@@ -116,21 +151,24 @@ pub(super) fn table(out: &mut dyn Write, header: &[&str], rows: &[Row]) -> io::R
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: &mut dyn Iterator<Item = &str>| {
+    let line = |cells: &mut dyn Iterator<Item = &str>, paints: &[Option<Paint>]| {
         let mut s = String::new();
         for (i, (cell, w)) in cells.zip(&widths).enumerate() {
             if i > 0 {
                 s.push_str("  ");
             }
-            s.push_str(cell);
+            match paints.get(i).copied().flatten() {
+                Some(paint) => s.push_str(&paint.apply(cell, true)),
+                None => s.push_str(cell),
+            }
             s.extend(std::iter::repeat_n(' ', w.saturating_sub(cell.chars().count())));
         }
         s.trim_end().to_owned()
     };
-    writeln!(out, "{}", line(&mut header.iter().copied()))?;
+    writeln!(out, "{}", line(&mut header.iter().copied(), &[]))?;
     let indent = " ".repeat(widths.first().map_or(0, |w| w + 2));
     for row in rows {
-        writeln!(out, "{}", line(&mut row.cells.iter().map(String::as_str)))?;
+        writeln!(out, "{}", line(&mut row.cells.iter().map(String::as_str), &row.paints))?;
         for note in &row.notes {
             writeln!(out, "{indent}{note}")?;
         }

@@ -151,25 +151,157 @@ fn sample_status() -> GetStatusResponse {
     }
 }
 
-#[test]
-fn status_is_a_readable_table() {
-    let now = Utc.with_ymd_and_hms(2025, 2, 9, 14, 41, 0).unwrap();
-    let out = text(|w| status(w, &sample_status(), now, false));
-    let expected = "   CONTEXT  USER                    STATE           EXPIRES  METHOD  STORE           PACHD
-*  prod     user:alice@example.com  active          7h 12m   oidc    secret-service  grpcs://pachd.example.com:443
-   dev      -                       login required  -        -       -               grpc://localhost:30650
-   last error: refresh failed: invalid_grant
+/// The "now" of every status snapshot, so that durations in them never change.
+fn status_now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 2, 9, 14, 41, 0).unwrap()
+}
 
-store: secret-service (available, persistent)
-agent: pid 4242, version 0.1.0, config /home/a/.config/pachagent/config.toml
-";
-    assert_eq!(out, expected);
+/// A session in every state the agent reports, as `GetStatus` would send them at [`status_now`].
+fn every_state_status() -> GetStatusResponse {
+    GetStatusResponse {
+        sessions: vec![
+            SessionStatus {
+                context: "prod".into(),
+                state: SessionState::Active.into(),
+                username: "user:alice@example.com".into(),
+                expiration: ts("2025-02-09T14:58:00Z"),
+                refresh_at: ts("2025-02-09T14:40:30Z"),
+                method: LoginMethod::Oidc.into(),
+                store_backend: "secret-service".into(),
+                pachd_address: "grpcs://pachd.example.com:443".into(),
+                issuer: "https://login.example.com/".into(),
+                last_error: String::new(),
+                active: true,
+            },
+            SessionStatus {
+                context: "staging".into(),
+                state: SessionState::Refreshing.into(),
+                username: "user:alice@example.com".into(),
+                expiration: ts("2025-02-09T14:44:10Z"),
+                refresh_at: ts("2025-02-09T14:41:00Z"),
+                method: LoginMethod::Device.into(),
+                store_backend: "secret-service".into(),
+                pachd_address: "grpcs://pachd.staging.example.com:443".into(),
+                issuer: "https://login.example.com/".into(),
+                ..Default::default()
+            },
+            SessionStatus {
+                context: "dev".into(),
+                state: SessionState::LoginRequired.into(),
+                username: "user:alice@example.com".into(),
+                expiration: ts("2025-02-09T15:26:00Z"),
+                method: LoginMethod::Oidc.into(),
+                store_backend: "secret-service".into(),
+                pachd_address: "grpc://localhost:30650".into(),
+                issuer: "http://localhost:5556/dex".into(),
+                last_error: "the identity provider refused: invalid_grant: grant request is invalid\n\
+                             run pachagent login --context dev"
+                    .into(),
+                ..Default::default()
+            },
+            SessionStatus {
+                context: "old".into(),
+                state: SessionState::Expired.into(),
+                username: "user:bob@example.com".into(),
+                expiration: ts("2025-02-09T12:00:00Z"),
+                method: LoginMethod::Pachd.into(),
+                store_backend: "keyutils".into(),
+                pachd_address: "grpc://10.0.0.7:30650".into(),
+                ..Default::default()
+            },
+            SessionStatus {
+                context: "lab".into(),
+                state: SessionState::LoggedOut.into(),
+                pachd_address: "grpc://lab.internal:30650".into(),
+                ..Default::default()
+            },
+            SessionStatus {
+                context: "ci".into(),
+                state: SessionState::Active.into(),
+                username: "robot:ci".into(),
+                method: LoginMethod::PachToken.into(),
+                store_backend: "secret-service".into(),
+                pachd_address: "grpcs://pachd.example.com:443".into(),
+                ..Default::default()
+            },
+        ],
+        store: Some(StoreHealth {
+            backend: "secret-service".into(),
+            available: true,
+            persistent: true,
+            detail: String::new(),
+        }),
+        active_context: "prod".into(),
+        config_path: "/home/a/.config/pachagent/config.toml".into(),
+        agent_pid: 4242,
+        agent_version: "0.1.0".into(),
+    }
+}
+
+#[test]
+fn status_is_a_readable_table_for_sessions_in_every_state() {
+    let out = text(|w| status(w, &every_state_status(), status_now(), false, false));
+    assert!(!out.contains('\x1b'), "no colour when not asked for: {out:?}");
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn status_colours_states_renewals_and_errors_only_when_asked_and_keeps_columns_aligned() {
+    let plain = text(|w| status(w, &every_state_status(), status_now(), false, false));
+    let coloured = text(|w| status(w, &every_state_status(), status_now(), false, true));
+    assert_ne!(coloured, plain, "colour changes the output");
+    let stripped = strip_ansi(&coloured);
+    assert_eq!(stripped, plain, "the same text and alignment under the colours");
+    // Escape characters are invisible in a snapshot: show them as `\e`.
+    insta::assert_snapshot!(coloured.replace('\x1b', "\\e"));
+}
+
+#[test]
+fn status_json_is_the_same_with_or_without_colour() {
+    let plain = text(|w| status(w, &every_state_status(), status_now(), true, false));
+    let coloured = text(|w| status(w, &every_state_status(), status_now(), true, true));
+    assert_eq!(plain, coloured);
+    assert!(!plain.contains('\x1b'));
+}
+
+#[test]
+fn status_json_for_sessions_in_every_state_is_stable() {
+    let value = json_of(|w| status(w, &every_state_status(), status_now(), true, false));
+    insta::assert_snapshot!(serde_json::to_string_pretty(&value).unwrap());
+}
+
+#[test]
+fn colour_only_on_a_terminal_and_never_with_no_color() {
+    use std::ffi::OsStr;
+    assert!(use_colour(true, None));
+    assert!(!use_colour(false, None), "a pipe or file gets no escape codes");
+    assert!(!use_colour(true, Some(OsStr::new("1"))));
+    assert!(!use_colour(true, Some(OsStr::new("false"))), "any non-empty value disables colour");
+    assert!(use_colour(true, Some(OsStr::new(""))), "an empty NO_COLOR is unset (no-color.org)");
+}
+
+/// Removes ANSI SGR sequences (`ESC [ … m`).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[test]
 fn status_json_has_a_stable_shape() {
     let now = Utc.with_ymd_and_hms(2025, 2, 9, 14, 41, 0).unwrap();
-    let value = json_of(|w| status(w, &sample_status(), now, true));
+    let value = json_of(|w| status(w, &sample_status(), now, true, false));
     assert_eq!(
         value,
         json!({
