@@ -82,6 +82,41 @@ async fn a_keyring_locked_while_the_agent_runs_shows_in_status_and_fails_a_login
     assert_eq!((code, took < ANSWERS_WITHIN), (0, true), "stopped with {code} after {took:?}");
 }
 
+/// gnome-keyring killed mid-run (a crash, an OOM kill): the agent keeps serving the session from memory, says in
+/// `status` that the store is gone, refuses a login it could not store (exit 2, the session kept), and once the
+/// keyring is back (the user logs in to the desktop again) the store answers and a login is stored again, without
+/// restarting the agent.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keyring_daemon_killed_mid_run_is_reported_and_the_agent_stores_again_once_it_is_back() {
+    let pachd = PachdDev::start(None, None);
+    let mut agent = serving_agent("secret-service", &Surroundings::PrivateKeyring(Prepare::Unlocked), &pachd);
+    let token = pachd.robot_token("ci", 0).await;
+    agent.cli_stdin(&["login", "--token-stdin"], &format!("{token}\n")).0.ok();
+
+    agent.kill_keyring();
+
+    let (status, took) = agent.status();
+    assert!(took < ANSWERS_WITHIN, "status took {took:?}");
+    assert_eq!(status["store"]["available"], false, "{status}");
+    assert!(!status["store"]["detail"].as_str().unwrap().is_empty(), "the store's error is shown: {status}");
+    let (who, _) = agent.cli(&["whoami"]);
+    assert_eq!(who.ok().stdout, WHOAMI_CI, "the session is served from memory");
+    let other = pachd.robot_token("ci-2", 0).await;
+    let (login, _) = agent.cli_stdin(&["login", "--token-stdin"], &format!("{other}\n"));
+    assert_eq!(login.code, 2, "a login that cannot be stored fails: {login:#?}");
+    assert_contains(&login.stderr, &["secret-service", "\"dev\""], "login's error");
+    assert_eq!(agent.cli(&["whoami"]).0.ok().stdout, WHOAMI_CI, "and the session is kept");
+
+    agent.revive_keyring();
+
+    let (status, _) = agent.status();
+    assert_eq!(status["store"]["available"], true, "the store answers again: {status}");
+    agent.cli_stdin(&["login", "--token-stdin"], &format!("{other}\n")).0.ok();
+    let item = agent.keyring_item("dev").expect("the new login is in the revived keyring");
+    assert!(item.contains(&other), "the keyring holds the new session");
+    assert_eq!(agent.cli(&["whoami"]).0.ok().stdout, "You are \"robot:ci-2\"\n");
+}
+
 /// `logout` on a locked keyring still revokes the token at pachd and forgets the session, but cannot remove the
 /// keyring entry. Its error must say so (the engine documents "the outcome so far is in the message"): a user
 /// told only "the keyring is locked, retry" does not know the token is already dead.

@@ -161,6 +161,29 @@ async fn a_user_who_cancels_at_the_provider_gets_access_denied_and_keeps_the_old
     assert_eq!(agent.stored("dev").await.unwrap().pach_token.expose_secret(), robot);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_while_the_provider_or_pachd_is_down_fails_with_exit_4_naming_it_and_keeps_the_old_session() {
+    let op = TestOp::start();
+    let (mut pachd, agent) = oidc_stack(&op, op::PUBLIC_CLIENT, &[]);
+    agent.cli(&["login"]).ok();
+    let kept = agent.stored("dev").await.unwrap().pach_token.expose_secret().to_owned();
+
+    op.set_down(true);
+    let out = agent.cli(&["login", "--force"]);
+    assert_eq!(out.code, 4, "{out:#?}");
+    assert!(out.stderr.contains(op.issuer().trim_end_matches('/')), "names the provider: {out:#?}");
+    op.set_down(false);
+
+    // The provider login succeeds; trading its ID token with pachd cannot.
+    pachd.stop();
+    let out = agent.cli(&["login", "--force"]);
+    assert_eq!(out.code, 4, "{out:#?}");
+    assert!(out.stderr.contains(&pachd.host_port()), "names pachd's address: {out:#?}");
+    assert_eq!(agent.stored("dev").await.unwrap().pach_token.expose_secret(), kept, "the old session stays");
+    let status = agent.cli(&["status", "--json"]).json();
+    assert_eq!(status["sessions"][0]["username"], "user:alice@example.com", "{status}");
+}
+
 #[test]
 fn a_login_nobody_finishes_times_out_and_closes_its_listener() {
     let op = TestOp::start();

@@ -204,6 +204,29 @@ async fn tokens_keep_being_served_through_a_provider_outage_and_renewal_resumes_
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn renewals_retry_while_pachd_is_down_without_losing_the_rotated_refresh_token_and_resume_when_it_returns() {
+    let (op, mut pachd, agent) = renewable_session(Duration::from_secs(24), Keyring::SecretService);
+    let mut client = AgentClient::new(channel(&agent).await);
+    let mut events = client.watch(WatchRequest::default()).await.unwrap().into_inner();
+    let before = get_token(&mut client, 0).await.unwrap();
+    let listen = pachd.host_port();
+    pachd.stop();
+    // Each failed attempt got a fresh ID token (and a rotated refresh token) from the provider before pachd
+    // refused: the next attempt must use the rotated one.
+    let failed = next_event(&agent, &mut events, EventKind::RefreshFailed, Duration::from_secs(20)).await;
+    assert!(failed.detail.contains("retrying in"), "{}", failed.detail);
+    assert!(failed.detail.contains("pachd"), "the reason names pachd: {}", failed.detail);
+    assert_eq!(get_token(&mut client, 0).await.unwrap(), before, "the still-valid token is served meanwhile");
+    let pachd = PachdDev::start_with_args(Some(op.issuer()), None, Some(&listen), &["--client-id", op::PUBLIC_CLIENT]);
+    next_event(&agent, &mut events, EventKind::Refreshed, Duration::from_secs(40)).await;
+    let after = get_token(&mut client, 0).await.unwrap();
+    assert_eq!(pachd.who_am_i(&after).await.unwrap(), "user:alice@example.com", "the renewed token works");
+    assert_eq!(op.stats()["errors"]["refresh_token"].as_u64().unwrap_or(0), 0, "no refresh token was reused");
+    assert!(op.grants("refresh_token") >= 2, "the provider answered every attempt");
+    assert_eq!(agent.cli(&["status", "--json"]).json()["sessions"][0]["state"], "active");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_refresh_token_revoked_at_the_provider_requires_a_login_after_one_attempt() {
     let (op, _pachd, agent) = renewable_session(Duration::from_secs(60), Keyring::SecretService);
     let mut client = AgentClient::new(channel(&agent).await);

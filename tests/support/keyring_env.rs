@@ -517,6 +517,54 @@ impl AgentIn {
         }
     }
 
+    /// Kills the private gnome-keyring (SIGKILL), as a crash or an OOM kill would: its bus name goes away.
+    pub fn kill_keyring(&mut self) {
+        let pid = self.keyring_pid.take().expect("a private keyring session");
+        signal(pid, libc::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while is_gnome_keyring(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!is_gnome_keyring(pid), "gnome-keyring {pid} did not die");
+    }
+
+    /// Brings the keyring back as logging in to the desktop again would: `gnome-keyring-daemon --replace --unlock`
+    /// with the password on the private bus, which starts a daemon on the same keyring files, taking over from
+    /// any (locked) one D-Bus activated meanwhile; returns once it owns its bus name.
+    pub fn revive_keyring(&mut self) {
+        let state = self.dir.path().join("keyring-session");
+        let mut child = Command::new("gnome-keyring-daemon")
+            .args(["--replace", "--unlock", "--components=secrets"])
+            .env("DBUS_SESSION_BUS_ADDRESS", self.bus_address())
+            .env("XDG_DATA_HOME", state.join("data"))
+            .env("XDG_RUNTIME_DIR", state.join("run"))
+            .env_remove("GNOME_KEYRING_CONTROL")
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run gnome-keyring-daemon ({e}): {INSTALL_KEYRING}"));
+        child.stdin.take().unwrap().write_all(KEYRING_PASSWORD.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "gnome-keyring-daemon --unlock failed");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let owner = Command::new("dbus-send")
+                .env("DBUS_SESSION_BUS_ADDRESS", self.bus_address())
+                .args(["--session", "--print-reply=literal", "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus"])
+                .args(["org.freedesktop.DBus.GetConnectionUnixProcessID", "string:org.freedesktop.secrets"])
+                .output()
+                .unwrap();
+            let reply = String::from_utf8_lossy(&owner.stdout).into_owned();
+            if let Some(pid) = reply.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
+                self.keyring_pid = Some(pid);
+                return;
+            }
+            assert!(Instant::now() < deadline, "the revived gnome-keyring never took its bus name: {reply}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `secret-tool lookup service <service> username <context>` on the private bus: what a user finds in the
     /// keyring for a context, or `None`.
     pub fn keyring_item(&self, context: &str) -> Option<String> {
