@@ -321,15 +321,7 @@ fn serve(mut stream: TcpStream, base: &str, answer: TokenAnswer) {
     };
     match path.as_str() {
         "/.well-known/openid-configuration" => {
-            let discovery = serde_json::json!({
-                "issuer": base,
-                "authorization_endpoint": format!("{base}/auth"),
-                "token_endpoint": format!("{base}/token"),
-                "jwks_uri": format!("{base}/jwks"),
-                "response_types_supported": ["code"],
-                "subject_types_supported": ["public"],
-                "id_token_signing_alg_values_supported": ["RS256"],
-            });
+            let discovery = support::issuer::discovery_document(base, base);
             respond(&mut stream, "200 OK", "Content-Type: application/json\r\n", &discovery.to_string());
         }
         "/jwks" => {

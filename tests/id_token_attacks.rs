@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use pachagent::proto::agent::{EventKind, GetTokenRequest, WatchRequest};
@@ -306,29 +306,6 @@ async fn a_signing_key_rotated_after_discovery_is_fetched_once_then_accepted_at_
     assert_eq!(op.jwks_fetches_by(AGENT) - fetches, 1, "no fetch for a key already known");
 }
 
-/// Waits for an event of `kind`, failing after `within`; returns it and every event seen before it.
-async fn event_after(
-    agent: &TestAgent,
-    events: &mut tonic::Streaming<pachagent::proto::agent::SessionEvent>,
-    kind: EventKind,
-    within: Duration,
-) -> (pachagent::proto::agent::SessionEvent, Vec<i32>) {
-    let deadline = Instant::now() + within;
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let event = tokio::time::timeout(left, events.message())
-            .await
-            .unwrap_or_else(|_| panic!("no {kind:?} event within {within:?}; the agent's log:\n{}", agent.log_text()))
-            .unwrap()
-            .unwrap();
-        if event.kind == kind as i32 {
-            return (event, seen);
-        }
-        seen.push(event.kind);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_scheduled_renewal_whose_id_token_is_refused_asks_for_a_login_once_and_keeps_serving_the_old_token() {
     // Ten-second ID tokens: the scheduler renews after about five.
@@ -345,7 +322,8 @@ async fn a_scheduled_renewal_whose_id_token_is_refused_asks_for_a_login_once_and
     op.forge_next_id_token(&Forgery::new().signed(Signing::Stranger));
 
     let old = stored(&agent).await;
-    let (required, before) = event_after(&agent, &mut events, EventKind::LoginRequired, Duration::from_secs(15)).await;
+    let (required, before) =
+        support::next_event_after(&agent, &mut events, EventKind::LoginRequired, Duration::from_secs(15)).await;
     assert!(!before.contains(&(EventKind::RefreshFailed as i32)), "no retry was planned: {before:?}");
     assert!(required.detail.contains("its signature does not verify"), "{}", required.detail);
     assert!(required.detail.contains("run pachagent login --context dev"), "{}", required.detail);

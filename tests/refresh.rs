@@ -44,18 +44,7 @@ async fn next_event(
     kind: EventKind,
     within: Duration,
 ) -> pachagent::proto::agent::SessionEvent {
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let event = tokio::time::timeout(left, events.message())
-            .await
-            .unwrap_or_else(|_| panic!("no {kind:?} event within {within:?}; the agent's log:\n{}", agent.log_text()))
-            .unwrap()
-            .unwrap();
-        if event.kind == kind as i32 {
-            return event;
-        }
-    }
+    support::next_event_after(agent, events, kind, within).await.0
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -105,16 +105,8 @@ impl TestIssuerBuilder {
         let routes = Routes {
             discovery_path: format!("{}/.well-known/openid-configuration", self.path),
             jwks_path: format!("{}/jwks", self.path),
-            discovery: json!({
-                "issuer": self.advertised_issuer.clone().unwrap_or_else(|| issuer.clone()),
-                "authorization_endpoint": format!("{base}/auth"),
-                "token_endpoint": format!("{base}/token"),
-                "jwks_uri": format!("{base}/jwks"),
-                "response_types_supported": ["code"],
-                "subject_types_supported": ["public"],
-                "id_token_signing_alg_values_supported": ["RS256"],
-            })
-            .to_string(),
+            discovery: discovery_document(&self.advertised_issuer.clone().unwrap_or_else(|| issuer.clone()), &base)
+                .to_string(),
             jwks: json!({ "keys": [key.jwk.clone()] }).to_string(),
             clock_offset: self.clock_offset,
         };
@@ -283,4 +275,17 @@ fn answer(conn: &mut TcpStream, routes: &Routes, jwks_fetches: &AtomicUsize) -> 
         body.len()
     )?;
     conn.flush()
+}
+
+/// A minimal discovery document for `issuer` whose endpoints (`/auth`, `/token`, `/jwks`) live under `base`.
+pub fn discovery_document(issuer: &str, base: &str) -> Value {
+    json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{base}/auth"),
+        "token_endpoint": format!("{base}/token"),
+        "jwks_uri": format!("{base}/jwks"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+    })
 }

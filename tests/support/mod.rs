@@ -541,3 +541,27 @@ pub fn fake_user_logging(url: &str, email: &str, action: &str, log: Option<&Path
 pub fn query_param(url: &str, name: &str) -> Option<String> {
     url::Url::parse(url).ok()?.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
 }
+
+/// Waits on a `Watch` stream for an event of `kind`, failing with the agent's log after `within`; returns it and
+/// the kinds of the events seen before it.
+pub async fn next_event_after(
+    agent: &TestAgent,
+    events: &mut tonic::Streaming<pachagent::proto::agent::SessionEvent>,
+    kind: pachagent::proto::agent::EventKind,
+    within: Duration,
+) -> (pachagent::proto::agent::SessionEvent, Vec<i32>) {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = tokio::time::timeout(left, events.message())
+            .await
+            .unwrap_or_else(|_| panic!("no {kind:?} event within {within:?}; the agent's log:\n{}", agent.log_text()))
+            .unwrap()
+            .unwrap();
+        if event.kind == kind as i32 {
+            return (event, seen);
+        }
+        seen.push(event.kind);
+    }
+}

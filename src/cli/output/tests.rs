@@ -114,30 +114,10 @@ fn token_prints_the_bare_token_or_json() {
     );
 }
 
-fn sample_status() -> GetStatusResponse {
+/// An agent's answer holding `sessions`, with a healthy keyring and the active context `prod`.
+fn status_of(sessions: Vec<SessionStatus>) -> GetStatusResponse {
     GetStatusResponse {
-        sessions: vec![
-            SessionStatus {
-                context: "prod".into(),
-                state: SessionState::Active.into(),
-                username: "user:alice@example.com".into(),
-                expiration: ts("2025-02-09T21:53:30Z"),
-                refresh_at: ts("2025-02-09T21:00:00Z"),
-                method: LoginMethod::Oidc.into(),
-                store_backend: "secret-service".into(),
-                pachd_address: "grpcs://pachd.example.com:443".into(),
-                issuer: "https://login.example.com/".into(),
-                last_error: String::new(),
-                active: true,
-            },
-            SessionStatus {
-                context: "dev".into(),
-                state: SessionState::LoginRequired.into(),
-                pachd_address: "grpc://localhost:30650".into(),
-                last_error: "refresh failed: invalid_grant".into(),
-                ..Default::default()
-            },
-        ],
+        sessions,
         store: Some(StoreHealth {
             backend: "secret-service".into(),
             available: true,
@@ -149,6 +129,31 @@ fn sample_status() -> GetStatusResponse {
         agent_pid: 4242,
         agent_version: "0.1.0".into(),
     }
+}
+
+fn sample_status() -> GetStatusResponse {
+    status_of(vec![
+        SessionStatus {
+            context: "prod".into(),
+            state: SessionState::Active.into(),
+            username: "user:alice@example.com".into(),
+            expiration: ts("2025-02-09T21:53:30Z"),
+            refresh_at: ts("2025-02-09T21:00:00Z"),
+            method: LoginMethod::Oidc.into(),
+            store_backend: "secret-service".into(),
+            pachd_address: "grpcs://pachd.example.com:443".into(),
+            issuer: "https://login.example.com/".into(),
+            last_error: String::new(),
+            active: true,
+        },
+        SessionStatus {
+            context: "dev".into(),
+            state: SessionState::LoginRequired.into(),
+            pachd_address: "grpc://localhost:30650".into(),
+            last_error: "refresh failed: invalid_grant".into(),
+            ..Default::default()
+        },
+    ])
 }
 
 /// The "now" of every status snapshot, so that durations in them never change.
@@ -158,84 +163,72 @@ fn status_now() -> DateTime<Utc> {
 
 /// A session in every state the agent reports, as `GetStatus` would send them at [`status_now`].
 fn every_state_status() -> GetStatusResponse {
-    GetStatusResponse {
-        sessions: vec![
-            SessionStatus {
-                context: "prod".into(),
-                state: SessionState::Active.into(),
-                username: "user:alice@example.com".into(),
-                expiration: ts("2025-02-09T14:58:00Z"),
-                refresh_at: ts("2025-02-09T14:40:30Z"),
-                method: LoginMethod::Oidc.into(),
-                store_backend: "secret-service".into(),
-                pachd_address: "grpcs://pachd.example.com:443".into(),
-                issuer: "https://login.example.com/".into(),
-                last_error: String::new(),
-                active: true,
-            },
-            SessionStatus {
-                context: "staging".into(),
-                state: SessionState::Refreshing.into(),
-                username: "user:alice@example.com".into(),
-                expiration: ts("2025-02-09T14:44:10Z"),
-                refresh_at: ts("2025-02-09T14:41:00Z"),
-                method: LoginMethod::Device.into(),
-                store_backend: "secret-service".into(),
-                pachd_address: "grpcs://pachd.staging.example.com:443".into(),
-                issuer: "https://login.example.com/".into(),
-                ..Default::default()
-            },
-            SessionStatus {
-                context: "dev".into(),
-                state: SessionState::LoginRequired.into(),
-                username: "user:alice@example.com".into(),
-                expiration: ts("2025-02-09T15:26:00Z"),
-                method: LoginMethod::Oidc.into(),
-                store_backend: "secret-service".into(),
-                pachd_address: "grpc://localhost:30650".into(),
-                issuer: "http://localhost:5556/dex".into(),
-                last_error: "the identity provider refused: invalid_grant: grant request is invalid\n\
+    status_of(vec![
+        SessionStatus {
+            context: "prod".into(),
+            state: SessionState::Active.into(),
+            username: "user:alice@example.com".into(),
+            expiration: ts("2025-02-09T14:58:00Z"),
+            refresh_at: ts("2025-02-09T14:40:30Z"),
+            method: LoginMethod::Oidc.into(),
+            store_backend: "secret-service".into(),
+            pachd_address: "grpcs://pachd.example.com:443".into(),
+            issuer: "https://login.example.com/".into(),
+            last_error: String::new(),
+            active: true,
+        },
+        SessionStatus {
+            context: "staging".into(),
+            state: SessionState::Refreshing.into(),
+            username: "user:alice@example.com".into(),
+            expiration: ts("2025-02-09T14:44:10Z"),
+            refresh_at: ts("2025-02-09T14:41:00Z"),
+            method: LoginMethod::Device.into(),
+            store_backend: "secret-service".into(),
+            pachd_address: "grpcs://pachd.staging.example.com:443".into(),
+            issuer: "https://login.example.com/".into(),
+            ..Default::default()
+        },
+        SessionStatus {
+            context: "dev".into(),
+            state: SessionState::LoginRequired.into(),
+            username: "user:alice@example.com".into(),
+            expiration: ts("2025-02-09T15:26:00Z"),
+            method: LoginMethod::Oidc.into(),
+            store_backend: "secret-service".into(),
+            pachd_address: "grpc://localhost:30650".into(),
+            issuer: "http://localhost:5556/dex".into(),
+            last_error: "the identity provider refused: invalid_grant: grant request is invalid\n\
                              run pachagent login --context dev"
-                    .into(),
-                ..Default::default()
-            },
-            SessionStatus {
-                context: "old".into(),
-                state: SessionState::Expired.into(),
-                username: "user:bob@example.com".into(),
-                expiration: ts("2025-02-09T12:00:00Z"),
-                method: LoginMethod::Pachd.into(),
-                store_backend: "keyutils".into(),
-                pachd_address: "grpc://10.0.0.7:30650".into(),
-                ..Default::default()
-            },
-            SessionStatus {
-                context: "lab".into(),
-                state: SessionState::LoggedOut.into(),
-                pachd_address: "grpc://lab.internal:30650".into(),
-                ..Default::default()
-            },
-            SessionStatus {
-                context: "ci".into(),
-                state: SessionState::Active.into(),
-                username: "robot:ci".into(),
-                method: LoginMethod::PachToken.into(),
-                store_backend: "secret-service".into(),
-                pachd_address: "grpcs://pachd.example.com:443".into(),
-                ..Default::default()
-            },
-        ],
-        store: Some(StoreHealth {
-            backend: "secret-service".into(),
-            available: true,
-            persistent: true,
-            detail: String::new(),
-        }),
-        active_context: "prod".into(),
-        config_path: "/home/a/.config/pachagent/config.toml".into(),
-        agent_pid: 4242,
-        agent_version: "0.1.0".into(),
-    }
+                .into(),
+            ..Default::default()
+        },
+        SessionStatus {
+            context: "old".into(),
+            state: SessionState::Expired.into(),
+            username: "user:bob@example.com".into(),
+            expiration: ts("2025-02-09T12:00:00Z"),
+            method: LoginMethod::Pachd.into(),
+            store_backend: "keyutils".into(),
+            pachd_address: "grpc://10.0.0.7:30650".into(),
+            ..Default::default()
+        },
+        SessionStatus {
+            context: "lab".into(),
+            state: SessionState::LoggedOut.into(),
+            pachd_address: "grpc://lab.internal:30650".into(),
+            ..Default::default()
+        },
+        SessionStatus {
+            context: "ci".into(),
+            state: SessionState::Active.into(),
+            username: "robot:ci".into(),
+            method: LoginMethod::PachToken.into(),
+            store_backend: "secret-service".into(),
+            pachd_address: "grpcs://pachd.example.com:443".into(),
+            ..Default::default()
+        },
+    ])
 }
 
 #[test]
