@@ -304,13 +304,7 @@ impl Stack {
             ..NewContext::default()
         };
         Config::add_context(&config, CONTEXT, context)?;
-        let agent = Command::new(&bins.pachagent)
-            .arg("serve")
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
+        let agent = pachagent::client::serve_command(&bins.pachagent, &socket, &config)
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(dir.path().join("agent.log"))?))
             .spawn();

@@ -199,6 +199,14 @@ fn classify_connect_error(socket: &Path, err: &(dyn std::error::Error + 'static)
     ClientError::Connect { socket: socket.to_owned(), source: io::Error::other(err.to_string()) }
 }
 
+/// `PROGRAM serve --socket SOCKET --config CONFIG` with stdin closed: how an agent is started in the background
+/// (by the CLI, and by the benchmark). The caller decides where its output goes.
+pub fn serve_command(program: &Path, socket: &Path, config: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.arg("serve").arg("--socket").arg(socket).arg("--config").arg(config).stdin(Stdio::null());
+    cmd
+}
+
 fn start_agent(socket: &Path, config: &Path) -> Result<Child, ClientError> {
     // The agent runs in `/`, so relative paths given to this CLI are resolved here first.
     let socket = std::path::absolute(socket).unwrap_or_else(|_| socket.to_owned());
@@ -209,13 +217,7 @@ fn start_agent(socket: &Path, config: &Path) -> Result<Child, ClientError> {
     let log_file = open_log(&log).map_err(|source| ClientError::RuntimeDir { dir: dir.clone(), source })?;
     let program =
         std::env::current_exe().map_err(|source| ClientError::Spawn { program: PathBuf::from("pachagent"), source })?;
-    Command::new(&program)
-        .arg("serve")
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--config")
-        .arg(&config)
-        .stdin(Stdio::null())
+    serve_command(&program, &socket, &config)
         .stdout(Stdio::null())
         .stderr(Stdio::from(log_file))
         .current_dir("/")
