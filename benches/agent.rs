@@ -45,6 +45,8 @@ const CONTEXT: &str = "bench";
 const ID_TOKEN_TTL: &str = "10m";
 /// Round trips of the floor.
 const FLOOR_CALLS: usize = 20_000;
+/// Round trips (and calls at concurrency 1) made before timing starts.
+const WARM_UP: usize = 1000;
 /// Calls at concurrency 1, per RPC.
 const C1_CALLS: usize = 20_000;
 /// Calls at concurrency 16.
@@ -118,7 +120,7 @@ async fn measure(bins: &Binaries, stack: &mut Stack) -> Result<Figures> {
     // session active.
     drop(agent);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    f.rss_idle_mb = rss_mb(agent_pid)?;
+    (f.rss_idle_mb, f.rss_idle_anon_mb) = (rss_mb(agent_pid)?, anon_mb(agent_pid)?);
     eprintln!("idle RSS {:.2} MB; measuring idle CPU for {}s...", f.rss_idle_mb, IDLE.as_secs());
     let ticks0 = cpu_ticks(agent_pid)?;
     tokio::time::sleep(IDLE).await;
@@ -135,13 +137,12 @@ async fn measure(bins: &Binaries, stack: &mut Stack) -> Result<Figures> {
     // Concurrency 1.
     let mut calls = 0usize;
     eprintln!("c1: {C1_CALLS} WhoAmI, {C1_CALLS} GetToken...");
-    let agent = connect(&stack.socket).await?;
-    let (lat, _) = load(std::slice::from_ref(&agent), Rpc::WhoAmI, C1_CALLS).await?;
-    calls += C1_CALLS;
+    let lat = one_client(&stack.socket, Rpc::WhoAmI, C1_CALLS).await?;
+    calls += WARM_UP + C1_CALLS;
     (f.whoami_c1_p50_us, f.whoami_c1_p99_us, f.whoami_c1_p999_us) =
         (percentile_us(&lat, 0.50), percentile_us(&lat, 0.99), percentile_us(&lat, 0.999));
-    let (lat, _) = load(std::slice::from_ref(&agent), Rpc::GetToken, C1_CALLS).await?;
-    calls += C1_CALLS;
+    let lat = one_client(&stack.socket, Rpc::GetToken, C1_CALLS).await?;
+    calls += WARM_UP + C1_CALLS;
     (f.gettoken_c1_p50_us, f.gettoken_c1_p99_us, f.gettoken_c1_p999_us) =
         (percentile_us(&lat, 0.50), percentile_us(&lat, 0.99), percentile_us(&lat, 0.999));
 
@@ -166,9 +167,8 @@ async fn measure(bins: &Binaries, stack: &mut Stack) -> Result<Figures> {
     let (_, e2) = load(&conns, Rpc::WhoAmI, rest - rest / 2).await?;
     f.gettoken_c16_rps = (rest / 2) as f64 / e1.as_secs_f64();
     drop(conns);
-    drop(agent);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    f.rss_after_1m_mb = rss_mb(agent_pid)?;
+    (f.rss_after_1m_mb, f.rss_after_1m_anon_mb) = (rss_mb(agent_pid)?, anon_mb(agent_pid)?);
     eprintln!("RSS after {MILLION} calls {:.2} MB (last stretch {:.1}s)", f.rss_after_1m_mb, e2.as_secs_f64());
 
     // The CLI as a process.
@@ -452,6 +452,22 @@ async fn connections(socket: &Path, n: usize) -> Result<Vec<Client>> {
     Ok(all)
 }
 
+/// `calls` calls from one client on a single-threaded runtime of its own, as the CLI calls the agent: with one
+/// caller, a multi-threaded client runtime would mostly time the hand-offs between its own threads. As for the
+/// floor, the first [`WARM_UP`] calls are not timed (page faults, lazily built state on both sides).
+async fn one_client(socket: &Path, rpc: Rpc, calls: usize) -> Result<Vec<u64>> {
+    let socket = socket.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(async {
+            let client = connect(&socket).await?;
+            load(std::slice::from_ref(&client), rpc, WARM_UP).await?;
+            Ok(load(std::slice::from_ref(&client), rpc, calls).await?.0)
+        })
+    })
+    .await?
+}
+
 /// `total` calls spread over the clients, each client calling in a loop; returns every call's latency (ns)
 /// and the wall time of the whole.
 async fn load(clients: &[Client], rpc: Rpc, total: usize) -> Result<(Vec<u64>, Duration)> {
@@ -503,11 +519,11 @@ fn floor(dir: &tempfile::TempDir, request: usize, reply: usize) -> Result<Vec<u6
         let out = vec![7u8; request];
         let mut back = vec![0u8; reply];
         let mut lat = Vec::with_capacity(FLOOR_CALLS);
-        for i in 0..FLOOR_CALLS + 1000 {
+        for i in 0..FLOOR_CALLS + WARM_UP {
             let t = Instant::now();
             stream.write_all(&out)?;
             stream.read_exact(&mut back)?;
-            if i >= 1000 {
+            if i >= WARM_UP {
                 lat.push(t.elapsed().as_nanos() as u64);
             }
         }
@@ -562,12 +578,21 @@ fn cli_runs(bins: &Binaries, stack: &Stack, args: &[&str]) -> Result<Vec<u64>> {
 // /proc and statistics
 
 fn rss_mb(pid: u32) -> Result<f64> {
+    status_mb(pid, "VmRSS:")
+}
+
+/// The part of the RSS that is the process's own memory (heap, stacks) rather than mapped files (code).
+fn anon_mb(pid: u32) -> Result<f64> {
+    status_mb(pid, "RssAnon:")
+}
+
+fn status_mb(pid: u32, field: &str) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
-        .ok_or("no VmRSS")?
+        .ok_or_else(|| format!("no {field} in /proc/{pid}/status"))?
         .parse::<f64>()?;
     Ok(kb / 1024.0)
 }
@@ -631,6 +656,8 @@ struct Figures {
     rss_start_mb: f64,
     rss_idle_mb: f64,
     rss_after_1m_mb: f64,
+    rss_idle_anon_mb: f64,
+    rss_after_1m_anon_mb: f64,
     idle_cpu_ticks_30s: f64,
     burst_refreshes: f64,
     burst_failures: f64,
@@ -670,6 +697,8 @@ impl Figures {
             ("rss_start_mb", self.rss_start_mb, "MB", Plain),
             ("rss_idle_mb", self.rss_idle_mb, "MB", Plain),
             ("rss_after_1m_mb", self.rss_after_1m_mb, "MB", Plain),
+            ("rss_idle_anon_mb", self.rss_idle_anon_mb, "MB", Plain),
+            ("rss_after_1m_anon_mb", self.rss_after_1m_anon_mb, "MB", Plain),
             ("idle_cpu_ticks_30s", self.idle_cpu_ticks_30s, "ticks", Plain),
             ("burst_refreshes", self.burst_refreshes, "grants", Plain),
             ("burst_failures", self.burst_failures, "calls", Plain),

@@ -170,6 +170,37 @@ async fn token_prints_the_bare_token_and_refuses_a_validity_the_session_cannot_g
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_audit_trail_names_each_connection_at_info_once_and_every_further_hand_out_at_debug() {
+    let pachd = PachdDev::start(None, None);
+    let (agent, _) = logged_in_agent(Keyring::SecretService, &pachd, "ci", 0).await;
+    let hand_outs = |level: &str| {
+        let log = agent.log_text();
+        let lines: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains("handed out a token") && l.contains(&format!(" {level} ")))
+            .map(str::to_owned)
+            .collect();
+        lines
+    };
+    let get_token = pachagent::proto::agent::GetTokenRequest { context: String::new(), min_valid_seconds: 0 };
+    for connection in 1..=2 {
+        let mut client = pachagent::client::connect(&agent.socket).await.unwrap();
+        for _ in 0..3 {
+            client.get_token(get_token.clone()).await.unwrap();
+        }
+        let (info, debug) = (hand_outs("INFO"), hand_outs("DEBUG"));
+        assert_eq!(info.len(), connection, "one info line per connection:\n{}", agent.log_text());
+        assert_eq!(debug.len(), 2 * connection, "the other calls at debug:\n{}", agent.log_text());
+        // This test process is the caller, named by its executable on every line.
+        let me = std::env::current_exe().unwrap().display().to_string();
+        assert!(info.iter().chain(&debug).all(|l| l.contains(&me)), "caller_exe is this test:\n{info:#?}");
+    }
+    // The CLI connects afresh each time, so each `pachagent token` is named at info.
+    agent.cli(&["token"]).ok();
+    assert_eq!(hand_outs("INFO").len(), 3, "{}", agent.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn unknown_contexts_and_a_missing_agent_get_distinct_exit_codes_and_say_what_to_do() {
     let pachd = PachdDev::start(None, None);
     let (mut agent, _) = logged_in_agent(Keyring::SecretService, &pachd, "ci", 0).await;

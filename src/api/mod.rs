@@ -50,7 +50,7 @@ impl Agent for AgentService {
     }
 
     async fn get_token(&self, req: Request<pb::GetTokenRequest>) -> Result<Response<pb::GetTokenResponse>, Status> {
-        let caller = peer::caller(&req);
+        let caller = peer::token_caller(&req);
         let req = req.into_inner();
         let min_valid = Duration::from_secs(req.min_valid_seconds);
         let grant = self.engine.get_token(&req.context, min_valid, &caller).await.map_err(|e| to_status(&e))?;

@@ -126,13 +126,16 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Logs go to stderr (stdout carries only the ready line), `info` unless `RUST_LOG` says otherwise; transport
-/// crates never log below `info` (see `pachagent::logging`).
+/// crates never log past `info` (see `pachagent::logging`).
 fn init_logging() {
-    tracing_subscriber::fmt()
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{Layer as _, fmt, registry};
+    let layer = fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(pachagent::logging::env_filter("info"))
-        .init();
+        .with_filter(pachagent::logging::log_filter("info"));
+    registry().with(layer).init();
 }
 
 /// Completes on SIGINT or SIGTERM (Ctrl-C elsewhere), so the server drains and exits 0.

@@ -138,12 +138,15 @@ fn target_context(g: &Globals) -> Option<String> {
 
 /// Logs go to stderr: `info` for the agent, `warn` for client commands; `RUST_LOG` overrides either.
 pub(super) fn init_tracing(format: LogFormat, default_level: &str) {
-    let filter = crate::logging::env_filter(default_level);
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr);
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{Layer as _, fmt, registry};
+    let filter = crate::logging::log_filter(default_level);
+    let layer = fmt::layer().with_writer(io::stderr);
     // A second initialisation (only possible in tests) keeps the first subscriber.
     let _ = match format {
-        LogFormat::Text => builder.with_ansi(io::stderr().is_terminal()).try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => registry().with(layer.with_ansi(io::stderr().is_terminal()).with_filter(filter)).try_init(),
+        LogFormat::Json => registry().with(layer.json().with_filter(filter)).try_init(),
     };
 }
 

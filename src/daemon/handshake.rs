@@ -21,6 +21,8 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::Connected;
 use tracing::{debug, warn};
 
+use crate::api::peer::Peer;
+
 /// The HTTP/2 client connection preface (RFC 9113 §3.4): every gRPC client opens with these 24 bytes.
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -138,11 +140,11 @@ pub(super) struct Prefaced {
 }
 
 impl Connected for Prefaced {
-    // The API's peer check reads the same connect info as from a bare `UnixStream`.
-    type ConnectInfo = <UnixStream as Connected>::ConnectInfo;
+    // tonic asks once per connection and hands a clone to each of its requests.
+    type ConnectInfo = Peer;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        Peer::of(&self.stream)
     }
 }
 

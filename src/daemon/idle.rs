@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tonic::transport::server::Connected;
 use tracing::info;
@@ -31,13 +32,15 @@ pub(super) struct Activity(Arc<Counts>);
 struct Counts {
     open: AtomicUsize,
     last: Mutex<Instant>,
+    /// Signalled when the last open connection closes.
+    quiet: Notify,
 }
 
 impl Activity {
     /// Starts counting now: the agent's start counts as activity (under socket activation a client is
     /// usually about to connect).
     pub(super) fn new() -> Self {
-        Self(Arc::new(Counts { open: AtomicUsize::new(0), last: Mutex::new(Instant::now()) }))
+        Self(Arc::new(Counts { open: AtomicUsize::new(0), last: Mutex::new(Instant::now()), quiet: Notify::new() }))
     }
 
     fn touch(&self) {
@@ -49,6 +52,18 @@ impl Activity {
         self.0.open.fetch_add(1, Ordering::SeqCst);
         self.touch();
         Tracked { inner: stream, _open: OpenConnection(self.clone()) }
+    }
+
+    /// Waits for the last connected client to leave (returns at once if one left since the previous call), then
+    /// says whether none is connected still: a client may have come meanwhile.
+    pub(super) async fn quiet(&self) -> bool {
+        self.0.quiet.notified().await;
+        self.is_quiet()
+    }
+
+    /// Whether no client is connected now.
+    pub(super) fn is_quiet(&self) -> bool {
+        self.0.open.load(Ordering::SeqCst) == 0
     }
 
     /// How long no client has been connected; `None` while one is.
@@ -67,7 +82,9 @@ struct OpenConnection(Activity);
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.touch();
-        self.0.0.open.fetch_sub(1, Ordering::SeqCst);
+        if self.0.0.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.0.quiet.notify_one();
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 mod handshake;
 mod harden;
 mod idle;
+mod memory;
 pub mod socket;
 
 use std::future::Future;
@@ -207,6 +208,7 @@ async fn run_tracked(
     let service =
         AgentServer::new(AgentService::new(engine, stop_rx.clone())).max_decoding_message_size(MAX_REQUEST_BYTES);
     let mut drained = stop_rx.clone();
+    let _trimmer = memory::Trimmer::start(activity.clone());
     let connections = handshake::http2_only(socket::same_user_connections(listener));
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)

@@ -196,7 +196,9 @@ impl SessionEngine {
     /// # Errors
     /// [`Error::NotLoggedIn`], [`Error::LoginRequired`], [`Error::Expired`], config and (with `verify`) pachd errors.
     pub async fn who_am_i(self: &Arc<Self>, context: &str, verify: bool) -> Result<WhoAmI, Error> {
-        let ctx = self.config().context(context)?.clone();
+        // Borrowed from this call's snapshot of the config: no copy of the context per call.
+        let config = self.config();
+        let ctx = config.context(context)?;
         if verify {
             self.verify(&ctx.name).await?;
         }

@@ -94,14 +94,24 @@ impl SessionEngine {
                 }
             }
         };
-        info!(
-            context = %grant.context,
-            username = %grant.username,
-            caller_pid = caller.pid,
-            caller_uid = caller.uid,
-            caller_exe = caller.exe.as_deref().unwrap_or("?"),
-            "handed out a token"
-        );
+        // The first hand-out of each connection at info, the rest at debug (see `Caller::first_on_connection`).
+        macro_rules! handed_out {
+            ($level:ident) => {
+                $level!(
+                    context = %grant.context,
+                    username = %grant.username,
+                    caller_pid = caller.pid,
+                    caller_uid = caller.uid,
+                    caller_exe = caller.exe.as_deref().unwrap_or("?"),
+                    "handed out a token"
+                )
+            };
+        }
+        if caller.first_on_connection {
+            handed_out!(info);
+        } else {
+            handed_out!(debug);
+        }
         Ok(grant)
     }
 

@@ -1,5 +1,6 @@
 //! The values the engine hands to the API layer, and its error type.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -204,7 +205,11 @@ pub struct Caller {
     /// The peer's pid, when the platform tells it.
     pub pid: Option<i32>,
     /// The peer's executable, when it can be read.
-    pub exe: Option<String>,
+    pub exe: Option<Arc<str>>,
+    /// Whether this is the first token handed out on the caller's connection. Every hand-out is logged; the
+    /// first of each connection at info, later ones at debug, so that a client asking in a loop over one
+    /// connection does not write a log line per call.
+    pub first_on_connection: bool,
 }
 
 /// Why an engine operation failed. Each message names the context and the command to run next.
