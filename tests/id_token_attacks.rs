@@ -48,7 +48,7 @@ fn logged_in(op: &TestOp) -> (PachdDev, TestAgent) {
 struct Stored {
     pach_token: String,
     username: String,
-    expiration: Option<i64>,
+    expiration: Option<chrono::DateTime<chrono::Utc>>,
     refresh_token: Option<String>,
 }
 

@@ -30,7 +30,7 @@ fn session(token: &str) -> StoredSession {
     StoredSession {
         pach_token: PachToken::new(token.to_owned()),
         username: "user:alice@example.com".to_owned(),
-        expiration: Some(1_900_000_000),
+        expiration: chrono::DateTime::from_timestamp(1_900_000_000, 0),
         method: "oidc".to_owned(),
         pachd_address: "grpcs://pachd.example.com:443".to_owned(),
         issuer: Some("https://dex.example.com".to_owned()),

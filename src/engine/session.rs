@@ -86,7 +86,7 @@ impl Session {
     pub fn from_stored(stored: StoredSession) -> Self {
         Self {
             method: SessionMethod::parse(&stored.method),
-            expiration: stored.expiration.and_then(|s| DateTime::from_timestamp(s, 0)),
+            expiration: stored.expiration,
             token: stored.pach_token,
             username: stored.username,
             pachd_address: stored.pachd_address,
@@ -108,7 +108,7 @@ impl Session {
         StoredSession {
             pach_token: self.token.clone(),
             username: self.username.clone(),
-            expiration: self.expiration.map(|e| e.timestamp()),
+            expiration: self.expiration,
             method: self.method.as_str().to_owned(),
             pachd_address: self.pachd_address.clone(),
             issuer: self.issuer.clone(),

@@ -6,6 +6,7 @@
 //! the refresh token of an OIDC session, since that is what renews the session after a restart.
 //! Knows nothing of where the bytes go.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -24,8 +25,8 @@ pub struct StoredSession {
     pub pach_token: PachToken,
     /// Who pachd says the token belongs to (e.g. `user:alice@example.com`).
     pub username: String,
-    /// When the token expires, in unix seconds; `None` means it never expires.
-    pub expiration: Option<i64>,
+    /// When the token expires, to the millisecond; `None` means it never expires.
+    pub expiration: Option<DateTime<Utc>>,
     /// How the session was obtained: `pach-token`, `id-token`, `oidc`, `device` or `pachd`.
     pub method: String,
     /// The pachd the token was issued by.
@@ -44,7 +45,13 @@ struct RecordOut<'a> {
     v: u32,
     pach_token: &'a str,
     username: &'a str,
+    /// Whole seconds, rounded down: what builds before `expiration_ms` read, and they may only ever think the
+    /// token ends earlier than it does.
     expiration: Option<i64>,
+    /// The same instant in milliseconds. Whole seconds alone lost up to a second: a token ending at :59.999 came
+    /// back as ending at :59, so an agent restarted in that last second took a live session for an expired one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expiration_ms: Option<i64>,
     method: &'a str,
     pachd_address: &'a str,
     issuer: Option<&'a str>,
@@ -60,6 +67,9 @@ struct RecordV1 {
     pach_token: String,
     username: String,
     expiration: Option<i64>,
+    /// Absent from records written before it existed; then `expiration` is all there is.
+    #[serde(default)]
+    expiration_ms: Option<i64>,
     method: String,
     pachd_address: String,
     #[serde(default)]
@@ -85,7 +95,8 @@ pub(super) fn encode(context: &str, session: &StoredSession) -> Result<Zeroizing
         v: VERSION,
         pach_token: session.pach_token.expose_secret(),
         username: &session.username,
-        expiration: session.expiration,
+        expiration: session.expiration.map(|e| e.timestamp()),
+        expiration_ms: session.expiration.map(|e| e.timestamp_millis()),
         method: &session.method,
         pachd_address: &session.pachd_address,
         issuer: session.issuer.as_deref(),
@@ -129,10 +140,18 @@ pub(super) fn decode(context: &str, bytes: &[u8]) -> Result<StoredSession, Error
         Some(_) => {
             let r: RecordV1 = serde_json::from_slice(bytes)
                 .map_err(|e| corrupt(format!("a version {VERSION} record with bad fields ({e})")))?;
+            let expiration = match (r.expiration_ms, r.expiration) {
+                (Some(ms), _) => Some(DateTime::from_timestamp_millis(ms)),
+                (None, Some(secs)) => Some(DateTime::from_timestamp(secs, 0)),
+                (None, None) => None,
+            };
+            let expiration = expiration
+                .map(|e| e.ok_or_else(|| corrupt("the expiration is out of range".to_owned())))
+                .transpose()?;
             Ok(StoredSession {
                 pach_token: PachToken::new(r.pach_token),
                 username: r.username,
-                expiration: r.expiration,
+                expiration,
                 method: r.method,
                 pachd_address: r.pachd_address,
                 issuer: r.issuer,

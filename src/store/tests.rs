@@ -11,7 +11,7 @@ fn session() -> StoredSession {
     StoredSession {
         pach_token: PachToken::new(TOKEN.to_owned()),
         username: "user:alice@example.com".to_owned(),
-        expiration: Some(1_900_000_000),
+        expiration: chrono::DateTime::from_timestamp(1_900_000_000, 0),
         method: "oidc".to_owned(),
         pachd_address: "grpcs://pachd.example.com:443".to_owned(),
         issuer: Some("https://dex.example.com".to_owned()),
@@ -26,7 +26,7 @@ fn a_record_round_trips_through_its_encoding() {
     let back = decode("prod", &bytes).unwrap();
     assert_eq!(back.pach_token.expose_secret(), TOKEN);
     assert_eq!(back.username, "user:alice@example.com");
-    assert_eq!(back.expiration, Some(1_900_000_000));
+    assert_eq!(back.expiration.map(|e| e.timestamp()), Some(1_900_000_000));
     assert_eq!(back.method, "oidc");
     assert_eq!(back.pachd_address, "grpcs://pachd.example.com:443");
     assert_eq!(back.issuer.as_deref(), Some("https://dex.example.com"));
@@ -40,6 +40,28 @@ fn a_record_is_versioned_json_without_an_id_token() {
     assert_eq!(value["v"], 1);
     assert!(value.get("id_token").is_none(), "{value}");
     assert_eq!(value["expiration"], 1_900_000_000);
+}
+
+#[test]
+fn an_expiration_keeps_its_milliseconds_and_old_readers_get_whole_seconds_rounded_down() {
+    let mut s = session();
+    s.expiration = chrono::DateTime::from_timestamp(1_900_000_059, 999_000_000);
+    let bytes = encode("prod", &s).unwrap();
+    let back = decode("prod", &bytes).unwrap();
+    assert_eq!(back.expiration, s.expiration, "a token ending at :59.999 must not come back as ending at :59");
+    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(value["expiration"], 1_900_000_059);
+    assert_eq!(value["expiration_ms"], 1_900_000_059_999_i64);
+}
+
+#[test]
+fn a_record_written_before_milliseconds_reads_its_whole_seconds() {
+    let raw = format!(
+        r#"{{"v":1,"pach_token":"{TOKEN}","username":"u","expiration":1900000059,"method":"oidc","pachd_address":"a",
+            "stored_at":5}}"#
+    );
+    let back = decode("c", raw.as_bytes()).unwrap();
+    assert_eq!(back.expiration, chrono::DateTime::from_timestamp(1_900_000_059, 0));
 }
 
 #[test]

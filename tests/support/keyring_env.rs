@@ -8,10 +8,15 @@
 //! daemon), starts the agent and waits for it, then stops gnome-keyring (which does not always exit with its
 //! bus). It writes the keyring's pid, the bus address and the agent's pid into the test's directory, so the test
 //! can lock, freeze and thaw that keyring while the agent runs.
+//!
+//! [`PrivateKeyring`] is the same private bus and unlocked gnome-keyring without the script, for a [`TestAgent`]
+//! test that must not share the suite's keyring: the test points its agent at the fixture's bus address.
+//!
+//! [`TestAgent`]: crate::support::TestAgent
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -618,6 +623,196 @@ impl Drop for AgentIn {
     }
 }
 
+/// A D-Bus session bus and an unlocked gnome-keyring of one test's own, both children of the test, with the
+/// keyring's files in a temporary directory. For tests that could take a keyring down (an agent SIGKILLed in the
+/// middle of its keyring calls, again and again): if that gnome-keyring crashes, D-Bus activates a new, locked one
+/// on this bus only, and the rest of the suite keeps its own. Dropping it stops both daemons and removes the files.
+pub struct PrivateKeyring {
+    /// The bus address, as `dbus-daemon` printed it.
+    address: String,
+    /// `dbus-daemon --nofork`.
+    bus: Child,
+    /// `gnome-keyring-daemon --foreground`, so that the test reaps it; `None` until it is started.
+    keyring: Option<Child>,
+    /// The bus socket, gnome-keyring's files (`data`), its runtime directory (`run`) and both daemons' logs.
+    dir: tempfile::TempDir,
+}
+
+impl PrivateKeyring {
+    /// Starts the bus, then gnome-keyring unlocked with a throwaway password; returns once the keyring owns
+    /// `org.freedesktop.secrets` on that bus and its default collection is unlocked. Fails with the daemons' logs
+    /// when either does not come up, and with an install hint when a tool is missing.
+    pub fn start() -> Self {
+        for tool in ["dbus-daemon", "dbus-send", "gnome-keyring-daemon"] {
+            require(tool, INSTALL_KEYRING);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::create_dir_all(dir.path().join("run")).unwrap();
+        set_mode(&dir.path().join("run"), 0o700);
+        let mut cmd = Self::command_in(dir.path(), "dbus-daemon");
+        // The bus gives its own environment to what it activates: a gnome-keyring it starts after this one died
+        // keeps to this directory too, never to the suite's keyring files.
+        cmd.env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .args(["--session", "--nofork", "--nopidfile", "--print-address=1"])
+            .arg(format!("--address=unix:path={}", dir.path().join("bus").display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("dbus-daemon.log")).unwrap());
+        let mut bus = cmd.spawn().unwrap_or_else(|e| panic!("cannot run dbus-daemon ({e}): {INSTALL_KEYRING}"));
+        let mut address = String::new();
+        let read = BufReader::new(bus.stdout.take().unwrap()).read_line(&mut address);
+        let address = address.trim().to_owned();
+        if read.is_err() || address.is_empty() {
+            let _ = bus.kill();
+            let _ = bus.wait();
+            let log = std::fs::read_to_string(dir.path().join("dbus-daemon.log")).unwrap_or_default();
+            panic!("dbus-daemon printed no bus address:\n{log}");
+        }
+        // From here on, Drop stops whatever has been started when something fails.
+        let mut this = Self { address, bus, keyring: None, dir };
+        this.start_keyring();
+        this
+    }
+
+    /// The bus address, for `DBUS_SESSION_BUS_ADDRESS`.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// `program` with the private directories, no display (nothing may prompt on the developer's screen) and no
+    /// other gnome-keyring's control socket.
+    fn command_in(dir: &Path, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.env("XDG_DATA_HOME", dir.join("data"))
+            .env("XDG_RUNTIME_DIR", dir.join("run"))
+            .env_remove("GNOME_KEYRING_CONTROL")
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY");
+        cmd
+    }
+
+    /// `program` talking to this bus.
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Self::command_in(self.dir.path(), program);
+        cmd.env("DBUS_SESSION_BUS_ADDRESS", &self.address);
+        cmd
+    }
+
+    fn start_keyring(&mut self) {
+        let mut cmd = self.command("gnome-keyring-daemon");
+        cmd.args(["--foreground", "--unlock", "--components=secrets"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join("gnome-keyring.log")).unwrap());
+        let mut keyring =
+            cmd.spawn().unwrap_or_else(|e| panic!("cannot run gnome-keyring-daemon ({e}): {INSTALL_KEYRING}"));
+        // The password on stdin, then end of file.
+        keyring.stdin.take().unwrap().write_all(KEYRING_PASSWORD.as_bytes()).unwrap();
+        let pid = keyring.id();
+        self.keyring = Some(keyring);
+        // The daemon takes its bus name a little after it starts. NameHasOwner starts nothing, whereas a call to
+        // the name itself would have the bus activate a second, locked gnome-keyring.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let owned = self.try_bus(&[
+                "--dest=org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus.NameHasOwner",
+                "string:org.freedesktop.secrets",
+            ]);
+            if owned.is_some_and(|reply| reply.contains("true")) {
+                break;
+            }
+            if let Some(status) = self.keyring.as_mut().unwrap().try_wait().unwrap() {
+                panic!("gnome-keyring-daemon exited ({status}) before taking its bus name:\n{}", self.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gnome-keyring-daemon did not take org.freedesktop.secrets on the private bus within 10 s:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let owner = self.secrets_owner();
+        assert_eq!(owner, Some(pid), "org.freedesktop.secrets is not owned by the gnome-keyring started here");
+        let alias = ["/org/freedesktop/secrets", "org.freedesktop.Secret.Service.ReadAlias", "string:default"];
+        let collection: String = self.call(&alias).split_whitespace().collect();
+        assert!(collection.starts_with("/org/"), "the private gnome-keyring has no default collection: {collection}");
+        let locked = self.call(&[
+            &collection,
+            "org.freedesktop.DBus.Properties.Get",
+            "string:org.freedesktop.Secret.Collection",
+            "string:Locked",
+        ]);
+        assert!(locked.contains("false"), "{collection} is locked after gnome-keyring-daemon --unlock: {locked}");
+    }
+
+    /// Calls the Secret Service on this bus (only once the daemon owns its name); fails on an error reply.
+    #[track_caller]
+    fn call(&self, args: &[&str]) -> String {
+        let mut all = vec!["--dest=org.freedesktop.secrets"];
+        all.extend_from_slice(args);
+        self.try_bus(&all).unwrap_or_else(|| panic!("dbus-send {all:?} failed:\n{}", self.logs()))
+    }
+
+    /// `dbus-send --session --print-reply=literal ARGS` on this bus: the reply, or `None` on an error.
+    fn try_bus(&self, args: &[&str]) -> Option<String> {
+        let out = self.command("dbus-send").args(["--session", "--print-reply=literal"]).args(args).output().ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The pid of whatever owns `org.freedesktop.secrets` on this bus (asking starts nothing).
+    fn secrets_owner(&self) -> Option<u32> {
+        let reply = self.try_bus(&[
+            "--dest=org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus.GetConnectionUnixProcessID",
+            "string:org.freedesktop.secrets",
+        ])?;
+        reply.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// Both daemons' stderr, for failure messages.
+    fn logs(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        format!("--- dbus-daemon:\n{}--- gnome-keyring-daemon:\n{}", read("dbus-daemon.log"), read("gnome-keyring.log"))
+    }
+}
+
+impl Drop for PrivateKeyring {
+    fn drop(&mut self) {
+        // When the test's gnome-keyring died, the bus may have activated another one (a child of the bus).
+        let ours = self.keyring.as_ref().map(Child::id);
+        let activated = self.secrets_owner().filter(|&pid| Some(pid) != ours && is_gnome_keyring(pid));
+        if let Some(mut keyring) = self.keyring.take() {
+            // SIGCONT in case the test froze it; SIGTERM lets it close its files.
+            signal(keyring.id(), libc::SIGCONT);
+            signal(keyring.id(), libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while keyring.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = keyring.kill();
+            let _ = keyring.wait();
+        }
+        if let Some(pid) = activated {
+            signal(pid, libc::SIGCONT);
+            signal(pid, libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while is_running(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if is_running(pid) && is_gnome_keyring(pid) {
+                signal(pid, libc::SIGKILL);
+            }
+        }
+        let _ = self.bus.kill();
+        let _ = self.bus.wait();
+    }
+}
+
 /// Whether the agent on `socket` answers a gRPC health check with SERVING within half a second.
 fn reports_serving(socket: &Path) -> bool {
     use tonic_health::pb::health_check_response::ServingStatus;
@@ -659,4 +854,11 @@ fn set_mode(path: &Path, mode: u32) {
 /// Whether `pid` is (still) a gnome-keyring-daemon, so that a recycled pid is never signalled.
 fn is_gnome_keyring(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with("gnome-keyring"))
+}
+
+/// Whether `pid` exists and is not a zombie (an exited child waiting for its parent).
+fn is_running(pid: u32) -> bool {
+    // The state follows the command name, which is in parentheses and may itself contain spaces or ')'.
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|state| state != "Z")
 }

@@ -349,8 +349,19 @@ impl TestAgent {
 
     /// The raw keyring record of a context, read straight from the backend (not through the agent).
     pub async fn stored(&self, context: &str) -> Option<pachagent::store::StoredSession> {
+        assert!(
+            !self.secrets_out_of_reach(),
+            "stored() reads the Secret Service of the test's own session bus, not the agent's private one"
+        );
         let store = pachagent::store::Store::open(self.store_choice(), &self.service).await.unwrap();
         store.load(context).await.unwrap()
+    }
+
+    /// Whether the agent keeps its sessions in the Secret Service of a bus other than this process's (a
+    /// [`keyring_env::PrivateKeyring`] given with `env("DBUS_SESSION_BUS_ADDRESS", …)`): the in-process store,
+    /// which connects to this process's bus, cannot see them.
+    fn secrets_out_of_reach(&self) -> bool {
+        self.keyring == Keyring::SecretService && self.extra_env.iter().any(|(k, _)| k == "DBUS_SESSION_BUS_ADDRESS")
     }
 
     fn store_choice(&self) -> pachagent::config::StoreChoice {
@@ -372,8 +383,11 @@ impl Drop for TestAgent {
         if let Some(pid) = self.locked_pid() {
             signal(pid, libc::SIGKILL);
         }
-        // Leave no entry of this test's keyring service behind.
-        if let Ok(cfg) = pachagent::config::Config::load(&self.config) {
+        // Leave no entry of this test's keyring service behind. Entries in a private keyring go away with it; the
+        // shared one never had any.
+        if !self.secrets_out_of_reach()
+            && let Ok(cfg) = pachagent::config::Config::load(&self.config)
+        {
             let names: Vec<String> = cfg.contexts.keys().cloned().collect();
             let choice = self.store_choice();
             let service = self.service.clone();
