@@ -87,9 +87,11 @@ async fn no_secret_of_a_whole_session_leaks_into_logs_output_files_or_child_proc
     let login = agent.cli(&["login"]);
     seen.output("login", login.ok());
     let first = agent.cli(&["token"]).ok().stdout.trim().to_owned();
-    // Renewal: ask for more validity than is left of the first token (but less than a fresh one has).
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let renewed = agent.cli(&["token", "--min-valid", "58s"]);
+    // Renewal: ask for more validity than is left of the first token (at most 54 s after the wait), but less than
+    // a fresh one has: 60 s from a whole-second `iat`, less the renewal itself, which a loaded machine can stretch
+    // past a second or two.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let renewed = agent.cli(&["token", "--min-valid", "55s"]);
     let second = renewed.ok().stdout.trim().to_owned();
     assert_ne!(first, second, "the session was renewed");
     seen.add("stderr of `pachagent token`", renewed.stderr.clone());
