@@ -140,14 +140,12 @@ pub(super) fn decode(context: &str, bytes: &[u8]) -> Result<StoredSession, Error
         Some(_) => {
             let r: RecordV1 = serde_json::from_slice(bytes)
                 .map_err(|e| corrupt(format!("a version {VERSION} record with bad fields ({e})")))?;
+            let out_of_range = || corrupt("the expiration is out of range".to_owned());
             let expiration = match (r.expiration_ms, r.expiration) {
-                (Some(ms), _) => Some(DateTime::from_timestamp_millis(ms)),
-                (None, Some(secs)) => Some(DateTime::from_timestamp(secs, 0)),
+                (Some(ms), _) => Some(DateTime::from_timestamp_millis(ms).ok_or_else(out_of_range)?),
+                (None, Some(secs)) => Some(DateTime::from_timestamp(secs, 0).ok_or_else(out_of_range)?),
                 (None, None) => None,
             };
-            let expiration = expiration
-                .map(|e| e.ok_or_else(|| corrupt("the expiration is out of range".to_owned())))
-                .transpose()?;
             Ok(StoredSession {
                 pach_token: PachToken::new(r.pach_token),
                 username: r.username,

@@ -552,20 +552,13 @@ impl AgentIn {
             .unwrap_or_else(|e| panic!("cannot run gnome-keyring-daemon ({e}): {INSTALL_KEYRING}"));
         child.stdin.take().unwrap().write_all(KEYRING_PASSWORD.as_bytes()).unwrap();
         assert!(child.wait().unwrap().success(), "gnome-keyring-daemon --unlock failed");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let (address, deadline) = (self.bus_address(), Instant::now() + Duration::from_secs(10));
         loop {
-            let owner = Command::new("dbus-send")
-                .env("DBUS_SESSION_BUS_ADDRESS", self.bus_address())
-                .args(["--session", "--print-reply=literal", "--dest=org.freedesktop.DBus", "/org/freedesktop/DBus"])
-                .args(["org.freedesktop.DBus.GetConnectionUnixProcessID", "string:org.freedesktop.secrets"])
-                .output()
-                .unwrap();
-            let reply = String::from_utf8_lossy(&owner.stdout).into_owned();
-            if let Some(pid) = reply.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
+            if let Some(pid) = secrets_owner(&address) {
                 self.keyring_pid = Some(pid);
                 return;
             }
-            assert!(Instant::now() < deadline, "the revived gnome-keyring never took its bus name: {reply}");
+            assert!(Instant::now() < deadline, "the revived gnome-keyring never took its bus name on {address}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -716,12 +709,15 @@ impl PrivateKeyring {
         // the name itself would have the bus activate a second, locked gnome-keyring.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let owned = self.try_bus(&[
-                "--dest=org.freedesktop.DBus",
-                "/org/freedesktop/DBus",
-                "org.freedesktop.DBus.NameHasOwner",
-                "string:org.freedesktop.secrets",
-            ]);
+            let owned = try_bus(
+                &self.address,
+                &[
+                    "--dest=org.freedesktop.DBus",
+                    "/org/freedesktop/DBus",
+                    "org.freedesktop.DBus.NameHasOwner",
+                    "string:org.freedesktop.secrets",
+                ],
+            );
             if owned.is_some_and(|reply| reply.contains("true")) {
                 break;
             }
@@ -735,7 +731,7 @@ impl PrivateKeyring {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        let owner = self.secrets_owner();
+        let owner = secrets_owner(&self.address);
         assert_eq!(owner, Some(pid), "org.freedesktop.secrets is not owned by the gnome-keyring started here");
         let alias = ["/org/freedesktop/secrets", "org.freedesktop.Secret.Service.ReadAlias", "string:default"];
         let collection: String = self.call(&alias).split_whitespace().collect();
@@ -754,24 +750,7 @@ impl PrivateKeyring {
     fn call(&self, args: &[&str]) -> String {
         let mut all = vec!["--dest=org.freedesktop.secrets"];
         all.extend_from_slice(args);
-        self.try_bus(&all).unwrap_or_else(|| panic!("dbus-send {all:?} failed:\n{}", self.logs()))
-    }
-
-    /// `dbus-send --session --print-reply=literal ARGS` on this bus: the reply, or `None` on an error.
-    fn try_bus(&self, args: &[&str]) -> Option<String> {
-        let out = self.command("dbus-send").args(["--session", "--print-reply=literal"]).args(args).output().ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// The pid of whatever owns `org.freedesktop.secrets` on this bus (asking starts nothing).
-    fn secrets_owner(&self) -> Option<u32> {
-        let reply = self.try_bus(&[
-            "--dest=org.freedesktop.DBus",
-            "/org/freedesktop/DBus",
-            "org.freedesktop.DBus.GetConnectionUnixProcessID",
-            "string:org.freedesktop.secrets",
-        ])?;
-        reply.split_whitespace().nth(1)?.parse().ok()
+        try_bus(&self.address, &all).unwrap_or_else(|| panic!("dbus-send {all:?} failed:\n{}", self.logs()))
     }
 
     /// Both daemons' stderr, for failure messages.
@@ -785,7 +764,7 @@ impl Drop for PrivateKeyring {
     fn drop(&mut self) {
         // When the test's gnome-keyring died, the bus may have activated another one (a child of the bus).
         let ours = self.keyring.as_ref().map(Child::id);
-        let activated = self.secrets_owner().filter(|&pid| Some(pid) != ours && is_gnome_keyring(pid));
+        let activated = secrets_owner(&self.address).filter(|&pid| Some(pid) != ours && is_gnome_keyring(pid));
         if let Some(mut keyring) = self.keyring.take() {
             // SIGCONT in case the test froze it; SIGTERM lets it close its files.
             signal(keyring.id(), libc::SIGCONT);
@@ -849,6 +828,34 @@ fn read_pid(path: &Path) -> Option<u32> {
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// `dbus-send --session --print-reply=literal ARGS` on the bus at `address` (never a display's): the reply, or
+/// `None` on an error.
+fn try_bus(address: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new("dbus-send")
+        .env("DBUS_SESSION_BUS_ADDRESS", address)
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .args(["--session", "--print-reply=literal"])
+        .args(args)
+        .output()
+        .ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The pid of whatever owns `org.freedesktop.secrets` on the bus at `address` (asking starts nothing).
+fn secrets_owner(address: &str) -> Option<u32> {
+    let reply = try_bus(
+        address,
+        &[
+            "--dest=org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus.GetConnectionUnixProcessID",
+            "string:org.freedesktop.secrets",
+        ],
+    )?;
+    reply.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Whether `pid` is (still) a gnome-keyring-daemon, so that a recycled pid is never signalled.
