@@ -355,6 +355,26 @@ async fn secret_service_entries_are_real_keyring_items_holding_a_small_v1_record
     assert!(String::from_utf8_lossy(&found.stdout).trim().is_empty(), "probe item left behind");
 }
 
+/// An agent's `status` may probe while an earlier probe is still running: one that gave up on a frozen keyring
+/// goes on when the keyring wakes, since a timeout cannot stop its thread. Probes at the same time must all pass
+/// and leave nothing behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn secret_service_probes_at_the_same_time_in_one_process_all_pass() {
+    let (store, _cleanup) = secret_service_store().await;
+    let probes: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.probe().await })
+        })
+        .collect();
+    for probe in probes {
+        probe.await.unwrap().unwrap();
+    }
+    let probe_service = format!("{}:probe", store.service());
+    let found = Command::new("secret-tool").args(["search", "service", &probe_service]).output().unwrap();
+    assert!(String::from_utf8_lossy(&found.stdout).trim().is_empty(), "probe items left behind");
+}
+
 #[tokio::test]
 async fn auto_picks_the_secret_service_when_the_session_bus_offers_one() {
     let (_store, _cleanup) = secret_service_store().await;

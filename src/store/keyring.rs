@@ -116,11 +116,15 @@ impl RawStore for KeyringStore {
     /// Writes, reads back and deletes a probe entry. A lookup of a missing entry would not do: the Secret Service
     /// answers searches even when the collection is locked, and only reading or writing a secret shows the lock.
     /// The probe lives under `<service>:probe`, a service no store can have (service names exclude `:`), so it
-    /// never meets a context's entry; its account names this process, so that two processes opening the store at
-    /// once (an agent starting while `doctor` runs) never read or delete each other's probe.
+    /// never meets a context's entry. Its account names this process and this probe, so that no two probes ever
+    /// read or delete each other's entry: not two processes opening the store at once (an agent starting while
+    /// `doctor` runs), nor two probes of one agent, one of which gave up on a frozen keyring while its thread,
+    /// which a timeout cannot stop, carries on when the keyring wakes.
     fn probe(&self) -> Result<(), Error> {
         const VALUE: &[u8] = b"pachagent probe";
-        let account = format!("probe-{}", std::process::id());
+        static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let account = format!("probe-{}-{n}", std::process::id());
         let service = format!("{}:probe", self.service);
         let credential = self.credential(&service, &account)?;
         retrying_vanished(|| credential.set_secret(VALUE)).map_err(|e| self.fail(&account, e))?;
