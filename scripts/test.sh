@@ -126,7 +126,10 @@ prepare() {
 # Steps
 
 declare -a SUMMARY=()
+declare -a FAILED_TESTS=()
 FAILED=0
+# Where the test step keeps nextest's output (read back for the summary).
+export NEXTEST_LOG="${NEXTEST_LOG:-$PWD/target/nextest-output.log}"
 
 # run_step NAME COMMAND...: runs one step, records its outcome, and carries on whatever happened.
 run_step() {
@@ -154,6 +157,14 @@ run_tests_in_keyring_session() {
         XDG_DATA_HOME="$dir/data" XDG_RUNTIME_DIR="$dir/run" PACHAGENT_TEST_KEYRING_PASSWORD="$KEYRING_PASSWORD" \
         dbus-run-session -- bash scripts/test.sh --inside-keyring-session </dev/null || rc=$?
     rm -rf "$dir"
+    # The tests nextest reported as failed (FAIL, TIMEOUT, SIGSEGV, ...) in its closing lines, for the summary: the
+    # fuzz step's output comes after nextest's, so without this a failure's name is far up the log.
+    if [ "$rc" -ne 0 ] && [ -f "$NEXTEST_LOG" ]; then
+        local line
+        while IFS= read -r line; do
+            FAILED_TESTS+=("$line")
+        done < <(sed -n '/^ *Summary \[/,$p' "$NEXTEST_LOG" | grep -E '^ *(FAIL|TIMEOUT|SIG[A-Z]+|LEAK|ABORT)' | sed 's/^ *//' | sort -u)
+    fi
     return "$rc"
 }
 
@@ -185,7 +196,9 @@ inside_keyring_session() {
     local keyring_pid
     keyring_pid="$(secrets_pid || true)"
     local rc=0
-    cargo nextest run --no-fail-fast || rc=$?
+    mkdir -p "$(dirname "$NEXTEST_LOG")"
+    # A copy of nextest's output goes to a file so that the summary at the very end can name the failed tests.
+    cargo nextest run --no-fail-fast 2>&1 | tee "$NEXTEST_LOG" || rc=$?
     # nextest does not run doctests.
     cargo test --doc || rc=$?
     [ -z "$keyring_pid" ] || kill "$keyring_pid" 2>/dev/null || true
@@ -209,6 +222,13 @@ main() {
 
     printf '\n==> summary\n' >&2
     printf '  %s\n' "${SUMMARY[@]}" >&2
+    if [ "${#FAILED_TESTS[@]}" -gt 0 ]; then
+        printf '  failed tests (full output: %s):\n' "$NEXTEST_LOG" >&2
+        printf '    %s\n' "${FAILED_TESTS[@]}" >&2
+        # What each failure said, so that a run seen only by its last lines still tells why.
+        printf '  their panics (first 80 lines):\n' >&2
+        grep -A6 'panicked at' "$NEXTEST_LOG" | head -n 80 | sed 's/^/    /' >&2 || true
+    fi
     if [ "$FAILED" -ne 0 ]; then
         printf 'scripts/test.sh: FAILED\n' >&2
         exit 1

@@ -280,6 +280,41 @@ async fn a_login_that_failed_because_the_keyring_froze_does_not_replace_the_stor
     }
 }
 
+/// The write a failed login gave up on is still in gnome-keyring's queue when the next login is made, and both
+/// go through once it wakes. The keyring must end up with the later login, as the agent does: if the late write
+/// landed last, an agent restarted then would switch the user back to the login they were told had failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_given_up_on_a_frozen_keyring_never_lands_after_the_login_that_followed_it() {
+    let pachd = PachdDev::start(None, None);
+    let mut agent = serving_agent("secret-service", &Surroundings::PrivateKeyring(Prepare::Unlocked), &pachd);
+    let token = pachd.robot_token("ci", 0).await;
+    agent.cli_stdin(&["login", "--token-stdin"], &format!("{token}\n")).0.ok();
+
+    agent.freeze_keyring();
+    let late = pachd.robot_token("ci-late", 0).await;
+    assert_eq!(agent.cli_stdin(&["login", "--token-stdin"], &format!("{late}\n")).0.code, 4);
+    // The next login's write waits on the frozen keyring too, behind the one given up on; then the keyring wakes.
+    let newest = pachd.robot_token("ci-new", 0).await;
+    let next = agent.spawn_cli_stdin(&["login", "--token-stdin"], Some(&format!("{newest}\n")));
+    std::thread::sleep(Duration::from_secs(1));
+    agent.thaw_keyring();
+    let next = next.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&next.stderr);
+    assert!(next.status.success(), "the login after the thaw ({}): {said}\n{}", next.status, agent.log_text());
+
+    assert_eq!(agent.cli(&["whoami"]).0.ok().stdout, "You are \"robot:ci-new\"\n");
+    for _ in 0..10 {
+        let item = agent.keyring_item("dev").expect("a session is in the keyring");
+        let record: serde_json::Value = serde_json::from_str(&item).unwrap();
+        assert_eq!(
+            (&record["username"], record["pach_token"] == newest.as_str()),
+            (&"robot:ci-new".into(), true),
+            "the keyring no longer holds the latest login"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_stops_within_seconds_even_while_a_call_waits_on_a_frozen_keyring() {
     let pachd = PachdDev::start(None, None);

@@ -41,8 +41,9 @@ impl SessionEngine {
             let session = read(&self.sessions).get(&name).map(Session::to_stored);
             let mut result = self.rewrite(&name, session.as_ref()).await;
             if result.is_err() {
-                // A keyring that just woke up may still be working through the writes that timed out; one
-                // retry a moment later usually lands after them.
+                // A keyring that just woke up may still be working through the writes that timed out (this
+                // rewrite is queued behind them, see `store::lanes`, and its own time may run out); one retry a
+                // moment later usually gets through.
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 result = self.rewrite(&name, session.as_ref()).await;
             }

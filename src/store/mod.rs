@@ -20,6 +20,7 @@ mod error;
 mod keyring;
 #[cfg(target_os = "linux")]
 mod keyutils;
+mod lanes;
 mod memory;
 mod record;
 #[cfg(test)]
@@ -105,6 +106,8 @@ pub struct Store {
     backend: Backend,
     service: Arc<str>,
     raw: Arc<dyn RawStore>,
+    /// Keeps the calls on each entry in order (see [`lanes`]).
+    lanes: Arc<lanes::Lanes>,
 }
 
 impl fmt::Debug for Store {
@@ -219,13 +222,18 @@ impl Store {
                 });
             }
         };
-        Ok(Store { backend, service: Arc::from(service), raw })
+        Ok(Store { backend, service: Arc::from(service), raw, lanes: Arc::default() })
     }
 
     /// An in-memory store, shared by its clones and lost when the last one drops. For engine unit tests only:
     /// it answers at once, so it also works under `tokio::time::pause()`.
     pub fn memory() -> Store {
-        Store { backend: Backend::Memory, service: Arc::from("memory"), raw: Arc::new(memory::MemoryStore::default()) }
+        Store {
+            backend: Backend::Memory,
+            service: Arc::from("memory"),
+            raw: Arc::new(memory::MemoryStore::default()),
+            lanes: Arc::default(),
+        }
     }
 
     /// The backend this store uses.
@@ -245,7 +253,8 @@ impl Store {
     /// [`Error::Locked`], [`Error::Unavailable`], [`Error::TimedOut`] or [`Error::Platform`], as the backend
     /// reports.
     pub async fn probe(&self) -> Result<(), Error> {
-        self.call(|raw| raw.probe()).await
+        // Every probe has an entry of its own, so probes need no queue.
+        self.call(None, |raw| raw.probe()).await
     }
 
     /// The session stored for `context`, or `None` when there is none.
@@ -257,7 +266,7 @@ impl Store {
     pub async fn load(&self, context: &str) -> Result<Option<StoredSession>, Error> {
         check_name("context", context, false)?;
         let account = context.to_owned();
-        let bytes = self.call(move |raw| raw.get(&account)).await?;
+        let bytes = self.call(Some(account.clone()), move |raw| raw.get(&account)).await?;
         let session = bytes.map(|b| record::decode(context, &b)).transpose()?;
         tracing::debug!(backend = self.backend.name(), context, found = session.is_some(), "session loaded");
         Ok(session)
@@ -281,7 +290,7 @@ impl Store {
             });
         }
         let account = context.to_owned();
-        self.call(move |raw| raw.set(&account, &bytes)).await.map_err(|e| match e {
+        self.call(Some(account.clone()), move |raw| raw.set(&account, &bytes)).await.map_err(|e| match e {
             // Backends do not know the context's name in their size errors; add it here.
             Error::TooLarge { backend, size, limit, .. } => {
                 Error::TooLarge { backend, context: context.to_owned(), size, limit }
@@ -302,7 +311,7 @@ impl Store {
         check_name("context", context, false)?;
         let account = client_secret_account(context);
         let bytes = Zeroizing::new(secret.expose_secret().as_bytes().to_vec());
-        self.call(move |raw| raw.set(&account, &bytes)).await
+        self.call(Some(account.clone()), move |raw| raw.set(&account, &bytes)).await
     }
 
     /// The client secret stored for `context`, if any.
@@ -313,7 +322,7 @@ impl Store {
     pub async fn load_client_secret(&self, context: &str) -> Result<Option<ClientSecret>, Error> {
         check_name("context", context, false)?;
         let account = client_secret_account(context);
-        let bytes = self.call(move |raw| raw.get(&account)).await?;
+        let bytes = self.call(Some(account.clone()), move |raw| raw.get(&account)).await?;
         bytes
             .map(|b| {
                 String::from_utf8(b.to_vec()).map(ClientSecret::new).map_err(|_| Error::Corrupt {
@@ -332,7 +341,7 @@ impl Store {
     pub async fn delete_client_secret(&self, context: &str) -> Result<bool, Error> {
         check_name("context", context, false)?;
         let account = client_secret_account(context);
-        self.call(move |raw| raw.remove(&account)).await
+        self.call(Some(account.clone()), move |raw| raw.remove(&account)).await
     }
 
     /// Removes the entry for `context`; `true` when there was one.
@@ -343,14 +352,15 @@ impl Store {
     pub async fn delete(&self, context: &str) -> Result<bool, Error> {
         check_name("context", context, false)?;
         let account = context.to_owned();
-        let existed = self.call(move |raw| raw.remove(&account)).await?;
+        let existed = self.call(Some(account.clone()), move |raw| raw.remove(&account)).await?;
         tracing::debug!(backend = self.backend.name(), context, existed, "session deleted");
         Ok(existed)
     }
 
-    /// Runs one backend operation off the async runtime, bounded by [`CALL_TIMEOUT`]. The memory backend runs
-    /// inline: it cannot block, and tests that pause time must not see a timeout fire.
-    async fn call<T, F>(&self, op: F) -> Result<T, Error>
+    /// Runs one backend operation off the async runtime, bounded by [`CALL_TIMEOUT`]; an operation on `account`
+    /// first waits for the earlier ones on it to finish (see [`lanes`]), within the same bound. The memory backend
+    /// runs inline: it cannot block, and tests that pause time must not see a timeout fire.
+    async fn call<T, F>(&self, account: Option<String>, op: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&dyn RawStore) -> Result<T, Error> + Send + 'static,
@@ -360,17 +370,25 @@ impl Store {
         }
         let backend = self.backend;
         let raw = Arc::clone(&self.raw);
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::Builder::new()
-            .name(format!("store-{}", backend.name()))
-            .spawn(move || {
-                // The receiver is gone when the caller timed out; the result is then of no use to anyone.
-                let _ = tx.send(op(&*raw));
-            })
-            .map_err(|e| Error::Platform { backend, reason: format!("failed to start a thread: {e}") })?;
-        match tokio::time::timeout(CALL_TIMEOUT, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(Error::Platform { backend, reason: "the store call panicked".to_owned() }),
+        let run = async {
+            let turn = match &account {
+                Some(account) => Some(self.lanes.turn(account).await),
+                None => None,
+            };
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name(format!("store-{}", backend.name()))
+                .spawn(move || {
+                    // The receiver is gone when the caller timed out; the result is then of no use to anyone.
+                    let _ = tx.send(op(&*raw));
+                    // The entry's next call may start only now that the backend has answered this one.
+                    drop(turn);
+                })
+                .map_err(|e| Error::Platform { backend, reason: format!("failed to start a thread: {e}") })?;
+            rx.await.map_err(|_| Error::Platform { backend, reason: "the store call panicked".to_owned() })?
+        };
+        match tokio::time::timeout(CALL_TIMEOUT, run).await {
+            Ok(result) => result,
             Err(_) => {
                 tracing::warn!(backend = backend.name(), seconds = CALL_TIMEOUT.as_secs(), "store call timed out");
                 Err(Error::TimedOut { backend, seconds: CALL_TIMEOUT.as_secs() })

@@ -448,13 +448,22 @@ impl AgentIn {
     /// Starts the CLI without waiting for it (stdout and stderr piped), for a call that is to be in flight while
     /// something else happens.
     pub fn spawn_cli(&self, args: &[&str]) -> Child {
+        self.spawn_cli_stdin(args, None)
+    }
+
+    /// As [`AgentIn::spawn_cli`], with `stdin` written to the command (then closed) when given.
+    pub fn spawn_cli_stdin(&self, args: &[&str], stdin: Option<&str>) -> Child {
         let mut cmd = self.base_command(Path::new(env!("CARGO_BIN_EXE_pachagent")));
         cmd.env_remove("DBUS_SESSION_BUS_ADDRESS")
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        cmd.spawn().expect("run pachagent")
+        let mut child = cmd.spawn().expect("run pachagent");
+        if let Some(input) = stdin {
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        child
     }
 
     /// `pachagent status --json`, checked to come from this agent; returns it and how long it took.
