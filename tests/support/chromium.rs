@@ -250,12 +250,18 @@ struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-KILL")
-            .arg(format!("-{}", self.0.id()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        // chromedriver leads its group (spawned with `process_group(0)`), so its pid names the group. This calls
+        // killpg(2) itself: procps-ng 4's kill(1) reads `kill -KILL -1234` as `kill(-1, SIGKILL)`, which for root
+        // is every process on the machine (it took the whole test run down whenever the pid began with 1).
+        if let Ok(group) = i32::try_from(self.0.id())
+            && group > 1
+        {
+            #[allow(unsafe_code)]
+            // SAFETY: killpg(2) takes no pointers; the group is our own child's, not yet reaped.
+            unsafe {
+                libc::killpg(group, libc::SIGKILL);
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
