@@ -227,7 +227,8 @@ main() {
         printf '    %s\n' "${FAILED_TESTS[@]}" >&2
         # What each failure said, so that a run seen only by its last lines still tells why.
         printf '  their panics (first 80 lines):\n' >&2
-        grep -A6 'panicked at' "$NEXTEST_LOG" | head -n 80 | sed 's/^/    /' >&2 || true
+        awk '/panicked at/ { n = 8 } /stack backtrace:|^ *note: run with/ { n = 0 } n > 0 { print "    " $0; n-- }' \
+            "$NEXTEST_LOG" | head -n 80 >&2 || true
     fi
     if [ "$FAILED" -ne 0 ]; then
         printf 'scripts/test.sh: FAILED\n' >&2
