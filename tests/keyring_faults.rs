@@ -247,13 +247,11 @@ async fn a_frozen_keyring_makes_status_and_login_give_up_after_five_seconds_and_
     assert!(agent.keyring_item("dev").is_some(), "the session is still in the keyring");
 }
 
-/// `login` said the login failed (exit 4), and the agent goes on serving the old session; so the keyring must go
-/// on holding the old session too, also once gnome-keyring gets round to the write the agent gave up on. If it
-/// does not, the next agent start silently switches the user to the login they were told had failed.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_login_that_failed_because_the_keyring_froze_does_not_replace_the_stored_session_once_it_thaws() {
-    let pachd = PachdDev::start(None, None);
-    let mut agent = serving_agent("secret-service", &Surroundings::PrivateKeyring(Prepare::Unlocked), &pachd);
+/// An agent on a private gnome-keyring logged in as `robot:ci`, and a second login (as `robot:ci-late`) that
+/// failed with exit 4 because the keyring froze during it; the keyring is still frozen. Returns the agent and the
+/// failed login's token, whose write gnome-keyring still holds in its queue.
+async fn a_login_failed_on_a_frozen_keyring(pachd: &PachdDev) -> (AgentIn, String) {
+    let mut agent = serving_agent("secret-service", &Surroundings::PrivateKeyring(Prepare::Unlocked), pachd);
     let token = pachd.robot_token("ci", 0).await;
     agent.cli_stdin(&["login", "--token-stdin"], &format!("{token}\n")).0.ok();
 
@@ -261,23 +259,41 @@ async fn a_login_that_failed_because_the_keyring_froze_does_not_replace_the_stor
     let late = pachd.robot_token("ci-late", 0).await;
     let (login, _) = agent.cli_stdin(&["login", "--token-stdin"], &format!("{late}\n"));
     assert_eq!(login.code, 4, "{login:#?}");
+    (agent, late)
+}
+
+/// Checks the keyring's session for `dev` ten times over five seconds (gnome-keyring works through what queued up
+/// while it was stopped): it must be `username`'s, and `token_is_right` must hold for its token.
+#[track_caller]
+fn assert_keyring_keeps(agent: &AgentIn, username: &str, token_is_right: impl Fn(&str) -> bool, why: &str) {
+    for _ in 0..10 {
+        let item = agent.keyring_item("dev").expect("a session is in the keyring");
+        let record: serde_json::Value = serde_json::from_str(&item).unwrap();
+        let token = record["pach_token"].as_str().unwrap_or_default();
+        assert_eq!((&record["username"], token_is_right(token)), (&username.into(), true), "{why}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// `login` said the login failed (exit 4), and the agent goes on serving the old session; so the keyring must go
+/// on holding the old session too, also once gnome-keyring gets round to the write the agent gave up on. If it
+/// does not, the next agent start silently switches the user to the login they were told had failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_that_failed_because_the_keyring_froze_does_not_replace_the_stored_session_once_it_thaws() {
+    let pachd = PachdDev::start(None, None);
+    let (mut agent, late) = a_login_failed_on_a_frozen_keyring(&pachd).await;
     agent.thaw_keyring();
 
     let (status, _) = agent.status();
     assert_eq!(status["store"]["available"], true, "{status}");
     assert_eq!(agent.cli(&["whoami"]).0.ok().stdout, WHOAMI_CI, "the agent serves the session from before");
-    // gnome-keyring works through what queued up while it was stopped; give it time to.
-    for _ in 0..10 {
-        let item = agent.keyring_item("dev").expect("a session is in the keyring");
-        let record: serde_json::Value = serde_json::from_str(&item).unwrap();
-        assert_eq!(
-            (&record["username"], record["pach_token"] == late.as_str()),
-            (&"robot:ci".into(), false),
-            "the keyring now holds the login that `pachagent login` reported as failed, while the agent serves \
-             robot:ci: an agent restart would switch to it"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    assert_keyring_keeps(
+        &agent,
+        "robot:ci",
+        |token| token != late,
+        "the keyring now holds the login that `pachagent login` reported as failed, while the agent serves \
+         robot:ci: an agent restart would switch to it",
+    );
 }
 
 /// The write a failed login gave up on is still in gnome-keyring's queue when the next login is made, and both
@@ -286,13 +302,7 @@ async fn a_login_that_failed_because_the_keyring_froze_does_not_replace_the_stor
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_given_up_on_a_frozen_keyring_never_lands_after_the_login_that_followed_it() {
     let pachd = PachdDev::start(None, None);
-    let mut agent = serving_agent("secret-service", &Surroundings::PrivateKeyring(Prepare::Unlocked), &pachd);
-    let token = pachd.robot_token("ci", 0).await;
-    agent.cli_stdin(&["login", "--token-stdin"], &format!("{token}\n")).0.ok();
-
-    agent.freeze_keyring();
-    let late = pachd.robot_token("ci-late", 0).await;
-    assert_eq!(agent.cli_stdin(&["login", "--token-stdin"], &format!("{late}\n")).0.code, 4);
+    let (mut agent, _late) = a_login_failed_on_a_frozen_keyring(&pachd).await;
     // The next login's write waits on the frozen keyring too, behind the one given up on; then the keyring wakes.
     let newest = pachd.robot_token("ci-new", 0).await;
     let next = agent.spawn_cli_stdin(&["login", "--token-stdin"], Some(&format!("{newest}\n")));
@@ -303,16 +313,12 @@ async fn a_write_given_up_on_a_frozen_keyring_never_lands_after_the_login_that_f
     assert!(next.status.success(), "the login after the thaw ({}): {said}\n{}", next.status, agent.log_text());
 
     assert_eq!(agent.cli(&["whoami"]).0.ok().stdout, "You are \"robot:ci-new\"\n");
-    for _ in 0..10 {
-        let item = agent.keyring_item("dev").expect("a session is in the keyring");
-        let record: serde_json::Value = serde_json::from_str(&item).unwrap();
-        assert_eq!(
-            (&record["username"], record["pach_token"] == newest.as_str()),
-            (&"robot:ci-new".into(), true),
-            "the keyring no longer holds the latest login"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    assert_keyring_keeps(
+        &agent,
+        "robot:ci-new",
+        |token| token == newest,
+        "the keyring no longer holds the latest login",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -33,14 +33,14 @@ pub(super) struct Lanes {
 struct Lane {
     order: Arc<tokio::sync::Mutex<()>>,
     /// When the call now running started, if one is.
-    busy_since: Arc<Mutex<Option<Instant>>>,
+    busy_since: Mutex<Option<Instant>>,
 }
 
 /// The right to call the backend for one account, held from the moment it is this caller's turn until the
 /// backend has answered (it moves to the thread that makes the call).
 pub(super) struct Turn {
     _order: OwnedMutexGuard<()>,
-    busy_since: Arc<Mutex<Option<Instant>>>,
+    lane: Arc<Lane>,
 }
 
 impl Lanes {
@@ -50,7 +50,7 @@ impl Lanes {
         let lane = self.lane(account, Instant::now());
         let order = Arc::clone(&lane.order).lock_owned().await;
         *lock(&lane.busy_since) = Some(Instant::now());
-        Turn { _order: order, busy_since: Arc::clone(&lane.busy_since) }
+        Turn { _order: order, lane }
     }
 
     fn lane(&self, account: &str, now: Instant) -> Arc<Lane> {
@@ -70,7 +70,7 @@ impl Lanes {
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        *lock(&self.busy_since) = None;
+        *lock(&self.lane.busy_since) = None;
     }
 }
 
