@@ -113,7 +113,10 @@ async fn measure(bins: &Binaries, stack: &mut Stack) -> Result<Figures> {
     let counters_url = format!("{}/dev/counters", stack.issuer);
 
     // A fresh token's lifetime, as seen right after login.
-    let first = agent.get_token(GetTokenRequest { context: CONTEXT.into(), min_valid_seconds: 0 }).await?.into_inner();
+    let first = agent
+        .get_token(GetTokenRequest { context: CONTEXT.into(), min_valid_seconds: 0, ..Default::default() })
+        .await?
+        .into_inner();
     let lifetime = seconds_left(&first).ok_or("the session never expires: the burst cannot force a renewal")?;
 
     // Idle: RSS logged in with no calls yet (`rss_start_mb` was before the login), then CPU over 30 s with the
@@ -127,7 +130,8 @@ async fn measure(bins: &Binaries, stack: &mut Stack) -> Result<Figures> {
     f.idle_cpu_ticks_30s = (cpu_ticks(agent_pid)? - ticks0) as f64;
 
     // The floor, sized like a GetToken exchange (gRPC's 5-byte message prefix included).
-    let request = GetTokenRequest { context: CONTEXT.into(), min_valid_seconds: 0 }.encoded_len() + 5;
+    let request =
+        GetTokenRequest { context: CONTEXT.into(), min_valid_seconds: 0, ..Default::default() }.encoded_len() + 5;
     let reply = first.encoded_len() + 5;
     eprintln!("floor: {request}-byte request, {reply}-byte reply, {FLOOR_CALLS} round trips...");
     let floor = floor(&stack.dir, request, reply)?;
@@ -180,7 +184,10 @@ async fn measure(bins: &Binaries, stack: &mut Stack) -> Result<Figures> {
 
     // Single flight: every caller asks for more validity than is left but less than a fresh token has.
     let mut agent = connect(&stack.socket).await?;
-    let now = agent.get_token(GetTokenRequest { context: CONTEXT.into(), min_valid_seconds: 0 }).await?.into_inner();
+    let now = agent
+        .get_token(GetTokenRequest { context: CONTEXT.into(), min_valid_seconds: 0, ..Default::default() })
+        .await?
+        .into_inner();
     let left = seconds_left(&now).ok_or("the session lost its expiry")?;
     if lifetime <= left + 2 {
         return Err(format!("too little of the token used ({left}s of {lifetime}s left) to force a renewal").into());
@@ -195,7 +202,8 @@ async fn measure(bins: &Binaries, stack: &mut Stack) -> Result<Figures> {
         let conns = Arc::clone(&conns);
         tasks.push(tokio::spawn(async move {
             let mut c = conns[i % conns.len()].clone();
-            c.get_token(GetTokenRequest { context: CONTEXT.into(), min_valid_seconds: min_valid }).await
+            c.get_token(GetTokenRequest { context: CONTEXT.into(), min_valid_seconds: min_valid, ..Default::default() })
+                .await
         }));
     }
     let mut failures = 0usize;
@@ -207,7 +215,10 @@ async fn measure(bins: &Binaries, stack: &mut Stack) -> Result<Figures> {
     f.burst_ms = started.elapsed().as_secs_f64() * 1e3;
     f.burst_refreshes = (refresh_grants(&counters_url).await? - before) as f64;
     f.burst_failures = failures as f64;
-    let after = agent.get_token(GetTokenRequest { context: CONTEXT.into(), min_valid_seconds: 0 }).await?.into_inner();
+    let after = agent
+        .get_token(GetTokenRequest { context: CONTEXT.into(), min_valid_seconds: 0, ..Default::default() })
+        .await?
+        .into_inner();
     eprintln!("burst done in {:.1} ms: {failures} failed, {}s left now", f.burst_ms, seconds_left(&after).unwrap_or(0));
     Ok(f)
 }
@@ -486,7 +497,13 @@ async fn load(clients: &[Client], rpc: Rpc, total: usize) -> Result<(Vec<u64>, D
                         client.who_am_i(WhoAmIRequest { context: CONTEXT.into(), verify: false }).await?;
                     }
                     Rpc::GetToken => {
-                        client.get_token(GetTokenRequest { context: CONTEXT.into(), min_valid_seconds: 0 }).await?;
+                        client
+                            .get_token(GetTokenRequest {
+                                context: CONTEXT.into(),
+                                min_valid_seconds: 0,
+                                ..Default::default()
+                            })
+                            .await?;
                     }
                 }
                 lat.push(t.elapsed().as_nanos() as u64);

@@ -3,12 +3,14 @@
 #
 # 1. Installs what the tests need when it is missing: Debian packages dbus, gnome-keyring, libsecret-tools and
 #    keyutils, systemd (for systemd-analyze), g++ (libFuzzer), grpcio for the python3 on PATH, the test OpenID
-#    Provider's npm packages and Chromium with its driver. Installs run as root, or through sudo for other users;
-#    `apt-get update` runs only when something has to be installed.
+#    Provider's npm packages and Chromium with its driver; and a Python virtual environment in target/python with
+#    this repository's Python package (`pip install ./python`, which brings the real pachyderm-sdk from PyPI) and
+#    pytest. Installs run as root, or through sudo for other users; `apt-get update` runs only when something has
+#    to be installed.
 # 2. Runs, in order: `cargo fmt --check`, `cargo clippy --all-targets -- -D warnings`, and the whole test suite
-#    once inside a private D-Bus session with a fresh, unlocked gnome-keyring whose files live in a temporary
-#    directory (so a developer's own keyring is never touched); then every fuzz target for 15 seconds
-#    (scripts/fuzz.sh).
+#    (Rust, then the Python package's pytest suite) once inside a private D-Bus session with a fresh, unlocked
+#    gnome-keyring whose files live in a temporary directory (so a developer's own keyring is never touched);
+#    then every fuzz target for 15 seconds (scripts/fuzz.sh).
 # Every step runs even when an earlier one failed; a summary follows, and the exit status is non-zero when any
 # step failed. Works without a terminal or stdin (CI=true).
 set -euo pipefail
@@ -90,6 +92,24 @@ ensure_python_grpc() {
     python3 -c 'import grpc' || die "grpcio is still not importable by $(command -v python3)"
 }
 
+# The Python package's environment: target/python, a virtual environment with `pip install ./python` (the package
+# builds its gRPC stubs from proto/ with grpcio-tools, and depends on grpcio and the real pachyderm-sdk) and pytest.
+# Reinstalled every run, so it always matches the tree. The Rust tests that drive pachyderm-sdk use it too.
+PYTHON_ENV="$PWD/target/python"
+ensure_python_env() {
+    if [ ! -x "$PYTHON_ENV/bin/python" ]; then
+        if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+            apt_install python3-venv
+        fi
+        log "python3 -m venv $PYTHON_ENV"
+        python3 -m venv "$PYTHON_ENV"
+    fi
+    log "pip install ./python pytest (into $PYTHON_ENV)"
+    "$PYTHON_ENV/bin/python" -m pip install --quiet --disable-pip-version-check ./python pytest
+    "$PYTHON_ENV/bin/python" -c 'import pachagent, pachyderm_sdk, pytest' ||
+        die "the pachagent package, pachyderm-sdk or pytest is not importable from $PYTHON_ENV"
+}
+
 # The OpenID Provider of the login tests (npm oidc-provider, pinned by tests/oidc/package-lock.json). Needs Node.js
 # 20 or later with npm; a missing or older node is reported, not installed (Debian 12's own nodejs is 18). `npm ci`
 # runs when node_modules is missing or older than the lockfile (npm writes node_modules/.package-lock.json).
@@ -117,6 +137,7 @@ ensure_chromium() {
 prepare() {
     ensure_system_packages
     ensure_python_grpc
+    ensure_python_env
     ensure_oidc_provider
     ensure_chromium
     command -v cargo-nextest >/dev/null 2>&1 || die "cargo-nextest is missing: cargo install cargo-nextest --locked"
@@ -201,6 +222,8 @@ inside_keyring_session() {
     cargo nextest run --no-fail-fast 2>&1 | tee "$NEXTEST_LOG" || rc=$?
     # nextest does not run doctests.
     cargo test --doc || rc=$?
+    # The Python package against the debug binaries nextest just built (python/tests/conftest.py).
+    (cd python && "$PYTHON_ENV/bin/python" -m pytest -q -p no:cacheprovider) || rc=$?
     [ -z "$keyring_pid" ] || kill "$keyring_pid" 2>/dev/null || true
     return "$rc"
 }
@@ -217,7 +240,7 @@ main() {
     run_step "cargo fmt --check" cargo fmt --check
     run_step "cargo fmt --check (fuzz targets)" cargo fmt --check --manifest-path fuzz/Cargo.toml
     run_step "cargo clippy --all-targets -- -D warnings" cargo clippy --all-targets -- -D warnings
-    run_step "tests (cargo nextest run + doctests, in a D-Bus session with gnome-keyring)" run_tests_in_keyring_session
+    run_step "tests (cargo nextest run + doctests + pytest python/tests, in a D-Bus session with gnome-keyring)" run_tests_in_keyring_session
     run_step "fuzz targets, 15 s each (scripts/fuzz.sh 15)" bash scripts/fuzz.sh 15
 
     printf '\n==> summary\n' >&2

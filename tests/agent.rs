@@ -182,7 +182,8 @@ async fn the_audit_trail_names_each_connection_at_info_once_and_every_further_ha
             .collect();
         lines
     };
-    let get_token = pachagent::proto::agent::GetTokenRequest { context: String::new(), min_valid_seconds: 0 };
+    let get_token =
+        pachagent::proto::agent::GetTokenRequest { context: String::new(), min_valid_seconds: 0, ..Default::default() };
     for connection in 1..=2 {
         let mut client = pachagent::client::connect(&agent.socket).await.unwrap();
         for _ in 0..3 {

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -58,22 +60,45 @@ fn pachagent_dev_logs_in_serves_another_shell_renews_and_cleans_up_on_ctrl_c() {
     let err = lines(dev.stderr.take().unwrap());
     let who = wait_line(&out, "the login", Duration::from_secs(60), |l| l.starts_with("You are "));
     assert_eq!(who, "You are \"user:dev@example.com\"");
-    let socket =
-        wait_line(&err, "the socket export line", Duration::from_secs(10), |l| l.contains("export PACHAGENT_SOCKET="));
-    let config =
-        wait_line(&err, "the config export line", Duration::from_secs(10), |l| l.contains("export PACHAGENT_CONFIG="));
-    let value = |line: &str| line.split_once('=').unwrap().1.trim_matches('\'').to_owned();
-    let (socket, config) = (value(&socket), value(&config));
+    // Everything `dev` tells the user to type in another terminal, as printed.
+    wait_line(&err, "the hint", Duration::from_secs(10), |l| l.contains("From another terminal:"));
+    let mut hint = Vec::new();
+    loop {
+        let line = err.recv_timeout(Duration::from_secs(10)).expect("the hint's lines");
+        if line.starts_with("Session events follow") {
+            break;
+        }
+        if let Some(command) = line.strip_prefix("  ") {
+            hint.push(command.to_owned());
+        }
+    }
+    let value = |prefix: &str| {
+        let line = hint.iter().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix} in {hint:?}"));
+        line.split_once('=').unwrap().1.trim_matches('\'').to_owned()
+    };
+    let socket = value("export PACHAGENT_SOCKET=");
+    assert!(hint.iter().any(|l| l.starts_with("export PACHAGENT_CONFIG=")), "{hint:?}");
+    assert!(hint.iter().any(|l| l.contains(" exec -- ")), "the hint shows exec: {hint:?}");
 
-    // "From another terminal": the printed exports are all a second shell needs.
-    let whoami = Command::new(env!("CARGO_BIN_EXE_pachagent"))
-        .arg("whoami")
-        .env("PACHAGENT_SOCKET", &socket)
-        .env("PACHAGENT_CONFIG", &config)
+    // "From another terminal": a shell whose PATH has no pachagent (as after `cargo run`) and the Python that
+    // `pip install ./python` set up runs every printed line as it is.
+    let python = support::python_with_sdk();
+    let path = format!("{}:/usr/bin:/bin", python.parent().unwrap().display());
+    let script = format!("set -e\n{}\n", hint.join("\n"));
+    let shell = Command::new("sh")
+        .args(["-c", &script])
+        .env_clear()
+        .env("PATH", &path)
+        .env("HOME", tmp.path())
+        .env("TMPDIR", tmp.path())
         .output()
         .unwrap();
-    assert!(whoami.status.success(), "{whoami:?}");
-    assert!(String::from_utf8_lossy(&whoami.stdout).starts_with("You are \"user:dev@example.com\""));
+    let (stdout, stderr) = (String::from_utf8_lossy(&shell.stdout), String::from_utf8_lossy(&shell.stderr));
+    assert!(shell.status.success(), "the printed commands failed:\n{script}\n{stdout}\n{stderr}");
+    assert!(stdout.starts_with("You are \"user:dev@example.com\""), "{stdout}");
+    assert!(stdout.contains("pachctl would read /"), "exec ran the command with its private config: {stdout}");
+    assert_eq!(stdout.lines().filter(|l| *l == "user:dev@example.com").count(), 2, "both Python lines: {stdout}");
+    assert!(stderr.contains("note: tokens for \"dev\" live less than twice"), "exec says it fitted: {stderr}");
 
     let refreshed = wait_line(&out, "a REFRESHED event", Duration::from_secs(30), |l| l.contains(" REFRESHED "));
     assert!(refreshed.contains("user:dev@example.com"), "{refreshed}");

@@ -330,7 +330,7 @@ async fn a_scheduled_renewal_whose_id_token_is_refused_asks_for_a_login_once_and
     assert_eq!(op.forged(), 1);
 
     let served = client
-        .get_token(GetTokenRequest { context: String::new(), min_valid_seconds: 0 })
+        .get_token(GetTokenRequest { context: String::new(), min_valid_seconds: 0, ..Default::default() })
         .await
         .expect("the still-valid token is served")
         .into_inner()

@@ -12,37 +12,18 @@ use std::time::{Duration, Instant};
 
 use pachagent::proto::agent::{EventKind, GetTokenRequest, WatchRequest, agent_client::AgentClient};
 use support::keyring_env::PrivateKeyring;
-use support::op::{self, TestOp};
+use support::op;
 use support::{Keyring, PachdDev, TestAgent};
 use tonic::transport::Channel;
 
-/// A provider whose ID tokens live `ttl`, pachd-dev trusting it, and an agent logged in through the browser flow.
-fn renewable_session(ttl: Duration, keyring: Keyring) -> (TestOp, PachdDev, TestAgent) {
-    renewable_session_with_env(ttl, keyring, &[])
-}
-
-/// As [`renewable_session`], with `env` set for the agent and every CLI run (e.g. a private session bus).
-fn renewable_session_with_env(ttl: Duration, keyring: Keyring, env: &[(&str, &str)]) -> (TestOp, PachdDev, TestAgent) {
-    let op = TestOp::builder().id_token_ttl(ttl).start();
-    let pachd = PachdDev::start_with_args(Some(op.issuer()), None, None, &["--client-id", op::PUBLIC_CLIENT]);
-    let mut agent = TestAgent::new(keyring);
-    for (key, value) in env {
-        agent.env(key, value);
-    }
-    agent.add_context("dev", &pachd.address, &["--issuer", op.issuer(), "--client-id", op::PUBLIC_CLIENT]);
-    agent.env("BROWSER", op::FAKE_USER);
-    agent.env("FAKE_USER_EMAIL", "alice@example.com");
-    agent.start();
-    agent.cli(&["login"]).ok();
-    (op, pachd, agent)
-}
+use support::{renewable_session, renewable_session_with_env};
 
 async fn channel(agent: &TestAgent) -> Channel {
     pachagent::client::channel(&agent.socket).await.unwrap()
 }
 
 async fn get_token(client: &mut AgentClient<Channel>, min_valid: u64) -> Result<String, tonic::Status> {
-    let req = GetTokenRequest { context: String::new(), min_valid_seconds: min_valid };
+    let req = GetTokenRequest { context: String::new(), min_valid_seconds: min_valid, ..Default::default() };
     client.get_token(req).await.map(|r| r.into_inner().token)
 }
 
@@ -57,29 +38,58 @@ async fn next_event(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_session_renews_before_it_expires_and_the_replaced_token_is_revoked() {
+async fn a_session_renews_before_it_expires_and_a_token_handed_out_before_stays_valid_until_its_own_expiration() {
     let (op, pachd, agent) = renewable_session(Duration::from_secs(8), Keyring::SecretService);
     let channel = channel(&agent).await;
     let mut client = AgentClient::new(channel.clone());
     let mut events = client.watch(WatchRequest::default()).await.unwrap().into_inner();
-    let first = get_token(&mut client, 0).await.unwrap();
+    let first = client.get_token(GetTokenRequest::default()).await.unwrap().into_inner();
+    let first_expires = first.expiration.unwrap();
     let status = agent.cli(&["status", "--json"]).json();
     assert!(status["sessions"][0]["refresh_at"].is_string(), "status shows the planned renewal: {status}");
 
     let refreshed = next_event(&agent, &mut events, EventKind::Refreshed, Duration::from_secs(15)).await;
     assert_eq!(refreshed.username, "user:alice@example.com");
     let second = get_token(&mut client, 0).await.unwrap();
-    assert_ne!(first, second, "a new token after the renewal");
+    assert_ne!(first.token, second, "a new token after the renewal");
     assert_eq!(pachd.who_am_i(&second).await.unwrap(), "user:alice@example.com");
     assert!(op.grants("refresh_token") >= 1);
     let stored = agent.stored("dev").await.unwrap();
     assert_eq!(stored.pach_token.expose_secret(), second, "the keyring holds the renewed session");
+    let kept: Vec<&str> = stored.retired.iter().map(|r| r.token.expose_secret()).collect();
+    assert_eq!(kept, [first.token.as_str()], "the keyring remembers the replaced token for the logout");
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pachd.who_am_i(&first).await.is_ok() {
-        assert!(Instant::now() < deadline, "the replaced token was never revoked at pachd");
+    // Whoever read the first token keeps using it until it expires by itself, renewal or not.
+    let end =
+        std::time::SystemTime::UNIX_EPOCH + Duration::new(first_expires.seconds as u64, first_expires.nanos as u32);
+    while std::time::SystemTime::now() + Duration::from_millis(500) < end {
+        assert_eq!(
+            pachd.who_am_i(&first.token).await.map_err(|s| s.message().to_owned()),
+            Ok("user:alice@example.com".to_owned()),
+            "the replaced token was refused before its own expiration"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(end.duration_since(std::time::SystemTime::now()).unwrap_or_default()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(pachd.who_am_i(&first.token).await.is_err(), "and once expired pachd refuses it");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replaced_token_that_nobody_received_is_revoked_at_once() {
+    let (_op, pachd, agent) = renewable_session(Duration::from_secs(20), Keyring::SecretService);
+    let mut client = AgentClient::new(channel(&agent).await);
+    let mut events = client.watch(WatchRequest::default()).await.unwrap().into_inner();
+    // Read from the keyring itself: the agent never handed this token to anyone.
+    let unseen = agent.stored("dev").await.unwrap();
+    let unseen_expires = unseen.expiration.unwrap();
+    next_event(&agent, &mut events, EventKind::Refreshed, Duration::from_secs(20)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pachd.who_am_i(unseen.pach_token.expose_secret()).await.is_ok() {
+        assert!(Instant::now() < deadline, "the replaced token nobody had was not revoked");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(chrono::Utc::now() < unseen_expires, "refused before its expiration: revoked, not expired");
 }
 
 #[tokio::test(flavor = "multi_thread")]

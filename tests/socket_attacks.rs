@@ -129,13 +129,15 @@ async fn an_oversized_request_is_refused_before_it_is_decoded_and_the_agent_stay
     // Under tonic's own 4 MiB default, so only the agent's cap can refuse it.
     let huge = "x".repeat(3 << 20);
     let err = client
-        .get_token(pb::GetTokenRequest { context: huge, min_valid_seconds: 0 })
+        .get_token(pb::GetTokenRequest { context: huge, min_valid_seconds: 0, ..Default::default() })
         .await
         .expect_err("a 3 MiB request must be refused");
     // tonic answers OUT_OF_RANGE where the gRPC spec says RESOURCE_EXHAUSTED; either refuses before decoding.
     assert!(matches!(err.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted), "{err:?}");
     assert!(err.message().contains("the limit is: 65536 bytes"), "{err:?}");
-    let ok = client.get_token(pb::GetTokenRequest { context: "dev".into(), min_valid_seconds: 0 }).await;
+    let ok = client
+        .get_token(pb::GetTokenRequest { context: "dev".into(), min_valid_seconds: 0, ..Default::default() })
+        .await;
     assert_eq!(ok.unwrap().into_inner().username, "robot:ci", "the same client is served normally afterwards");
     assert_whoami_answers(&agent, "a 3 MiB request");
 }

@@ -36,6 +36,7 @@ fn session(token: &str) -> StoredSession {
         issuer: Some("https://dex.example.com".to_owned()),
         refresh_token: None,
         stored_at: 1_800_000_000,
+        retired: Vec::new(),
     }
 }
 

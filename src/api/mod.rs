@@ -52,14 +52,21 @@ impl Agent for AgentService {
     async fn get_token(&self, req: Request<pb::GetTokenRequest>) -> Result<Response<pb::GetTokenResponse>, Status> {
         let caller = peer::token_caller(&req);
         let req = req.into_inner();
-        let min_valid = Duration::from_secs(req.min_valid_seconds);
-        let grant = self.engine.get_token(&req.context, min_valid, &caller).await.map_err(|e| to_status(&e))?;
+        // Clamped here so that no later date arithmetic can overflow: no session lives a century.
+        let min_valid = Duration::from_secs(req.min_valid_seconds.min(MAX_MIN_VALID.as_secs()));
+        let grant = self
+            .engine
+            .get_token(&req.context, min_valid, req.fit_to_lifetime, &caller)
+            .await
+            .map_err(|e| to_status(&e))?;
         Ok(Response::new(pb::GetTokenResponse {
             token: grant.token.expose_secret().to_owned(),
             expiration: grant.expiration.map(timestamp),
             username: grant.username,
             context: grant.context,
             pachd_address: grant.pachd_address,
+            min_valid_seconds: grant.min_valid.as_secs(),
+            pachd_ca_file: grant.pachd_ca_file.map(|p| p.display().to_string()).unwrap_or_default(),
         }))
     }
 
@@ -149,6 +156,8 @@ impl Agent for AgentService {
                     revoked: o.revoked,
                     detail: o.detail.unwrap_or_default(),
                     was_logged_in: o.was_logged_in,
+                    revoked_tokens: o.revoked_tokens,
+                    unrevoked_tokens: o.unrevoked_tokens,
                 })
                 .collect(),
         }))
@@ -209,6 +218,13 @@ impl Agent for AgentService {
     }
 }
 
+/// The longest validity a caller may ask of a token (a hundred years; anything longer means "forever", which only
+/// a token that never expires gives).
+const MAX_MIN_VALID: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The trailing metadata key of every error's stable reason (see the proto's header).
+pub const ERROR_REASON_KEY: &str = "pachagent-error";
+
 /// How long an interactive login waits for the user unless the caller says otherwise.
 const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -234,7 +250,15 @@ async fn send_failure(
 /// usable session, UNAVAILABLE when pachd cannot be reached, FAILED_PRECONDITION when local state (config,
 /// keyring, cluster setup) must be fixed first.
 pub fn to_status(e: &engine::Error) -> Status {
-    let code = match e {
+    let mut status = Status::new(code(e), e.to_string());
+    if let Ok(reason) = reason(e).parse() {
+        status.metadata_mut().insert(ERROR_REASON_KEY, reason);
+    }
+    status
+}
+
+fn code(e: &engine::Error) -> Code {
+    match e {
         engine::Error::Config(config::Error::UnknownContext { .. }) => Code::NotFound,
         engine::Error::Config(_) => Code::FailedPrecondition,
         engine::Error::NotLoggedIn { .. }
@@ -263,8 +287,35 @@ pub fn to_status(e: &engine::Error) -> Status {
             | oidc::Error::Settings(_)
             | oidc::Error::Listener(_) => Code::FailedPrecondition,
         },
+        engine::Error::BeyondLifetime { .. } => Code::OutOfRange,
         engine::Error::LoginTimedOut { .. } => Code::DeadlineExceeded,
         engine::Error::LoginCancelled { .. } => Code::Cancelled,
-    };
-    Status::new(code, e.to_string())
+    }
+}
+
+/// The stable reason clients match on (`pachagent-error`); the proto's header lists them.
+fn reason(e: &engine::Error) -> &'static str {
+    match e {
+        engine::Error::Config(config::Error::UnknownContext { .. }) => "unknown-context",
+        engine::Error::Config(_) => "config",
+        engine::Error::NotLoggedIn { .. } => "not-logged-in",
+        engine::Error::LoginRequired { .. } => "login-required",
+        engine::Error::Expired { .. } => "expired",
+        engine::Error::TooShort { .. } => "too-short",
+        engine::Error::BeyondLifetime { .. } => "beyond-lifetime",
+        engine::Error::RenewalRefused { .. } => "renewal-refused",
+        engine::Error::Rejected { .. } => "rejected",
+        engine::Error::Pachd { source: pachd::Error::Unreachable { .. }, .. } => "pachd-unreachable",
+        engine::Error::Pachd { .. } => "pachd",
+        engine::Error::Store { .. } => "store",
+        engine::Error::LogoutIncomplete { .. } => "logout-incomplete",
+        engine::Error::InvalidRequest(_) => "invalid-request",
+        engine::Error::Unsupported(_) => "unsupported",
+        engine::Error::Oidc { source: oidc::Error::Unreachable { .. } | oidc::Error::BadResponse { .. }, .. } => {
+            "provider-unreachable"
+        }
+        engine::Error::Oidc { .. } => "provider",
+        engine::Error::LoginTimedOut { .. } => "login-timed-out",
+        engine::Error::LoginCancelled { .. } => "login-cancelled",
+    }
 }

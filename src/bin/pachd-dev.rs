@@ -61,6 +61,12 @@ struct Cli {
     /// Lifetime of the dev IdP's ID tokens, e.g. 10m, 90s.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     id_token_ttl: Duration,
+    /// Serve gRPC over TLS with this PEM certificate (chain, leaf first); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Lifetime of the dev IdP's refresh tokens (each refresh issues a new one), e.g. 24h.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     refresh_token_ttl: Duration,
@@ -82,6 +88,10 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let root_token = cli.root_token_file.as_deref().map(pachd::read_root_token_file).transpose()?;
     let client_secret = cli.client_secret_file.as_deref().map(pachd::read_client_secret_file).transpose()?;
+    let tls = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => Some(pachd::ServerTls::from_files(cert, key)?),
+        _ => None,
+    };
     let grpc = pachd::bind(&cli.listen).await?;
     let oidc = pachd::bind(&cli.oidc_listen).await?;
     let oidc_addr = oidc.local_addr()?;
@@ -109,11 +119,12 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         oidc_state_ttl: cli.oidc_state_ttl,
         session_ttl: cli.session_ttl,
         root_token,
+        tls,
     };
     let dev = PachdDev::new(opts, oidc_addr)?;
     let addr = grpc.local_addr()?;
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{}", pachd::ready_line(addr, dev.issuer(), &pachd::callback_url(oidc_addr)))?;
+    writeln!(stdout, "{}", pachd::ready_line(addr, dev.tls(), dev.issuer(), &pachd::callback_url(oidc_addr)))?;
     stdout.flush()?;
     drop(stdout);
     tracing::info!(%addr, oidc = %oidc_addr, "pachd-dev is serving");

@@ -102,7 +102,7 @@ async fn client_command(g: &Globals, command: Command) -> Result<(), Error> {
             let mut agent = connect(g).await?;
             // Round up: "valid for at least 1.5s" must not become "at least 1s".
             let min_valid_seconds = args.min_valid.map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
-            let req = GetTokenRequest { context: g.context.clone(), min_valid_seconds };
+            let req = GetTokenRequest { context: g.context.clone(), min_valid_seconds, ..Default::default() };
             let mut resp = agent.get_token(req).await?.into_inner();
             let token = PachToken::new(std::mem::take(&mut resp.token));
             Ok(output::token(&mut io::stdout(), &resp, &token, g.json)?)

@@ -126,10 +126,15 @@ async fn session(
         return Err(Error::Dev(format!("the scripted login failed: {e}")));
     }
 
+    let cli = cli_command();
     writeln!(
         err,
         "\nThe agent is logged in. From another terminal:\n  export PACHAGENT_SOCKET={}\n  export PACHAGENT_CONFIG={}\n  \
-         pachagent whoami\n\nSession events follow; Ctrl-C stops everything and removes the session.",
+         {cli} whoami\n  {cli} status\n  {cli} exec -- sh -c 'echo \"pachctl would read $PACH_CONFIG\"'\n\
+         With Python's clients (pip install ./python brings pachagent and pachyderm-sdk):\n  \
+         python3 -c 'import pachagent; print(pachagent.client().auth.who_am_i().username)'\n  \
+         {cli} exec -- python3 -c 'from pachyderm_sdk import Client; print(Client.from_config().auth.who_am_i().username)'\n\
+         \nSession events follow; Ctrl-C stops everything and removes the session.",
         shell_quote(socket),
         shell_quote(config)
     )?;
@@ -179,6 +184,19 @@ fn failed(what: &str, e: impl std::fmt::Display) -> Error {
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await.is_ok();
+}
+
+/// How another shell runs this very CLI: `pachagent` when that is what its PATH finds, else this executable's
+/// path (after `cargo run`, the binary is in `target/` and not on PATH).
+fn cli_command() -> String {
+    let Ok(exe) = std::env::current_exe() else { return "pachagent".to_owned() };
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|dir| dir.join("pachagent")).find(|candidate| candidate.is_file())
+    });
+    match (found.and_then(|f| f.canonicalize().ok()), exe.canonicalize().ok()) {
+        (Some(found), Some(exe)) if found == exe => "pachagent".to_owned(),
+        _ => shell_quote(&exe),
+    }
 }
 
 fn shell_quote(path: &Path) -> String {

@@ -150,10 +150,12 @@ enum Command {
     )]
     Login(LoginArgs),
 
-    /// Log out: revoke the session's token at pachd and delete it from the keyring
-    #[command(long_about = "Log out of the context (or of every context with --all): the agent revokes the token at \
-                      pachd, then deletes the stored session. When pachd cannot be reached the session is still \
-                      deleted locally, and the output says why the token was not revoked.")]
+    /// Log out: revoke the session's tokens at pachd and delete them from the keyring
+    #[command(long_about = "Log out of the context (or of every context with --all): the agent revokes at pachd the \
+                      session's token and every earlier token of it that was handed out and has not expired yet \
+                      (renewals leave those valid for whoever holds them), then deletes the stored session, and \
+                      says how many it revoked. When pachd cannot be reached the session is still deleted \
+                      locally, and the output says which tokens stay valid until when.")]
     Logout(LogoutArgs),
 
     /// Print who you are logged in as and when the session expires
@@ -193,13 +195,19 @@ enum Command {
 
     /// Run a command with the context's session, for pachctl, python-pachyderm and other clients
     #[command(
-        long_about = "Run a command as the context's user. It gets PACHD_ADDRESS and PACH_PYTHON_AUTH_TOKEN (what \
-                      python-pachyderm reads) and PACH_CONFIG, which names a private pachctl config whose only, \
-                      active context holds the session; your own pachctl config is not used or changed, and \
-                      PACH_CONTEXT is unset. The token is refreshed first when it would expire within \
-                      --min-valid. The private config is removed when the command ends, and pachagent exits \
-                      with the command's status (128 + N when signal N ended it; 127 when there is no such \
-                      command).",
+        long_about = "Run a command as the context's user, authenticated for as long as it runs. It gets \
+                      PACH_CONFIG, naming a private pachctl config whose only, active context holds the session \
+                      (with the context's ca_file as server_cas), rewritten with the current token after every \
+                      renewal: pachctl reads it on every command, and pachyderm_sdk's Client.from_config() reads \
+                      it when called. It also gets PACH_PYTHON_AUTH_TOKEN, which pachyderm_sdk.Client() and \
+                      python-pachyderm read once, when a client is made; that token stays valid until its own \
+                      expiration (the agent never revokes a token it handed out), but is not renewed, so long \
+                      Python jobs should use pachagent.client() or Client.from_config(). PACHD_ADDRESS is not set \
+                      (no Python client reads it, and pachctl then ignores the context's server_cas) unless \
+                      --pachd-address-env asks for it; PACH_CONTEXT is unset. Your own pachctl config is not used \
+                      or changed. The token is renewed first when it would expire within --min-valid. The private \
+                      config is removed when the command ends, and pachagent exits with the command's status \
+                      (128 + N when signal N ended it; 127 when there is no such command).",
         after_help = "Examples:\n  pachagent exec -- pachctl list repo\n  \
                       pachagent exec --context prod --min-valid 1h -- python train.py"
     )]

@@ -46,6 +46,11 @@ pub fn warning(err: &mut dyn Write, message: &dyn std::fmt::Display) -> io::Resu
     writeln!(err, "pachagent: warning: {message}")
 }
 
+/// Something the user should know that is neither an error nor a warning: `pachagent: note: <message>`.
+pub fn note(err: &mut dyn Write, message: &dyn std::fmt::Display) -> io::Result<()> {
+    writeln!(err, "pachagent: note: {message}")
+}
+
 /// pachctl's `auth whoami` lines: `You are "<username>"`, then `session expires: <RFC822 UTC>` when the
 /// session expires at all.
 fn identity_lines(out: &mut dyn Write, username: &str, expiration: Option<&prost_types::Timestamp>) -> io::Result<()> {
@@ -112,6 +117,8 @@ struct LogoutResultJson<'a> {
     context: &'a str,
     was_logged_in: bool,
     revoked: bool,
+    revoked_tokens: u32,
+    unrevoked_tokens: u32,
     detail: Option<&'a str>,
 }
 
@@ -125,6 +132,8 @@ pub fn logout(out: &mut dyn Write, resp: &LogoutResponse, json: bool) -> io::Res
                 context: &r.context,
                 was_logged_in: r.was_logged_in,
                 revoked: r.revoked,
+                revoked_tokens: r.revoked_tokens,
+                unrevoked_tokens: r.unrevoked_tokens,
                 detail: non_empty(&r.detail),
             })
             .collect();
@@ -132,12 +141,26 @@ pub fn logout(out: &mut dyn Write, resp: &LogoutResponse, json: bool) -> io::Res
     }
     for r in &resp.results {
         let because = if r.detail.is_empty() { String::new() } else { format!(": {}", r.detail) };
-        match (r.was_logged_in, r.revoked) {
-            (_, true) => writeln!(out, "{}: logged out; the token was revoked at pachd", r.context)?,
-            (true, false) => {
+        // An agent older than the counts sends none; its `revoked` still says whether the token went.
+        let revoked = r.revoked_tokens.max(u32::from(r.revoked));
+        match (r.was_logged_in, revoked) {
+            (_, 1) if r.unrevoked_tokens == 0 => {
+                writeln!(out, "{}: logged out; the token was revoked at pachd", r.context)?
+            }
+            (_, 0) if r.was_logged_in => {
                 writeln!(out, "{}: logged out locally; the token was not revoked at pachd{because}", r.context)?
             }
-            (false, false) => writeln!(out, "{}: was not logged in{because}", r.context)?,
+            (_, 0) => writeln!(out, "{}: was not logged in{because}", r.context)?,
+            (_, n) => {
+                let earlier = match n - 1 {
+                    0 => String::new(),
+                    1 => " (the current one and 1 handed out before a renewal)".to_owned(),
+                    m => format!(" (the current one and {m} handed out before renewals)"),
+                };
+                let rest = if r.unrevoked_tokens == 0 { String::new() } else { format!("; {}", r.detail) };
+                let noun = if n == 1 { "token was" } else { "tokens were" };
+                writeln!(out, "{}: logged out; {n} {noun} revoked at pachd{earlier}{rest}", r.context)?
+            }
         }
     }
     Ok(())

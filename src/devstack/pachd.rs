@@ -59,6 +59,35 @@ pub struct PachdDevOptions {
     pub session_ttl: Duration,
     /// When set, auth is active from the start with this root token (pachd's `AUTH_ROOT_TOKEN`).
     pub root_token: Option<PachToken>,
+    /// When set, gRPC is served over TLS with this certificate and key (pachd's `pachd.tls`), so clients dial
+    /// `grpcs://` and trust its CA through `server_cas`.
+    pub tls: Option<ServerTls>,
+}
+
+/// A TLS server identity: a PEM certificate chain and its PEM private key.
+#[derive(Clone)]
+pub struct ServerTls {
+    /// The certificate chain, leaf first.
+    pub cert_pem: Vec<u8>,
+    /// The private key.
+    pub key_pem: zeroize::Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls").field("cert_pem", &self.cert_pem.len()).finish_non_exhaustive()
+    }
+}
+
+impl ServerTls {
+    /// Reads the certificate and key files.
+    ///
+    /// # Errors
+    /// [`Error::ReadTls`] naming the file that could not be read.
+    pub fn from_files(cert: &Path, key: &Path) -> Result<Self, Error> {
+        let read = |path: &Path| std::fs::read(path).map_err(|source| Error::ReadTls { path: path.to_owned(), source });
+        Ok(Self { cert_pem: read(cert)?, key_pem: zeroize::Zeroizing::new(read(key)?) })
+    }
 }
 
 impl Default for PachdDevOptions {
@@ -72,6 +101,7 @@ impl Default for PachdDevOptions {
             oidc_state_ttl: DEFAULT_STATE_TTL,
             session_ttl: DEFAULT_SESSION_TTL,
             root_token: None,
+            tls: None,
         }
     }
 }
@@ -106,6 +136,14 @@ pub enum Error {
     EmptyClientSecret {
         /// The file named by `--client-secret-file`.
         path: PathBuf,
+    },
+    /// A TLS certificate or key file could not be read.
+    #[error("failed to read the TLS file {}: {source}", path.display())]
+    ReadTls {
+        /// The file.
+        path: PathBuf,
+        /// Why reading failed.
+        source: std::io::Error,
     },
     /// A listener's address could not be read.
     #[error("failed to read a listen address: {0}")]
@@ -176,10 +214,12 @@ pub async fn bind(addr: &str) -> Result<TcpListener, Error> {
 
 /// The one JSON line pachd-dev prints when ready, e.g.
 /// `{"pachd":"grpc://127.0.0.1:41234","issuer":"http://127.0.0.1:41235","oidc_callback":"http://127.0.0.1:41236/authorization-code/callback"}`,
-/// `"issuer"` only when one is configured. Scripts and tests read the addresses from it.
-pub fn ready_line(addr: SocketAddr, issuer: Option<&str>, oidc_callback: &str) -> String {
+/// `"issuer"` only when one is configured, and `grpcs://` when serving TLS. Scripts and tests read the
+/// addresses from it.
+pub fn ready_line(addr: SocketAddr, tls: bool, issuer: Option<&str>, oidc_callback: &str) -> String {
+    let scheme = if tls { "grpcs" } else { "grpc" };
     // Written by hand so that `pachd` comes first; values go through serde_json for escaping.
-    let mut line = format!(r#"{{"pachd":{}"#, serde_json::Value::from(format!("grpc://{addr}")));
+    let mut line = format!(r#"{{"pachd":{}"#, serde_json::Value::from(format!("{scheme}://{addr}")));
     if let Some(issuer) = issuer {
         line.push_str(&format!(r#","issuer":{}"#, serde_json::Value::from(issuer)));
     }
@@ -194,6 +234,7 @@ pub struct PachdDev {
     service: AuthService,
     callback: Callback,
     redirect_uri: String,
+    tls: Option<ServerTls>,
 }
 
 impl PachdDev {
@@ -219,12 +260,17 @@ impl PachdDev {
         };
         let states = Arc::new(StateTable::new(opts.oidc_state_ttl));
         let service = AuthService::new(client.clone(), Arc::clone(&states), opts.root_token.as_ref(), opts.session_ttl);
-        Ok(Self { service, callback: Callback { states, client }, redirect_uri })
+        Ok(Self { service, callback: Callback { states, client }, redirect_uri, tls: opts.tls })
     }
 
     /// The configured issuer, if any.
     pub fn issuer(&self) -> Option<&str> {
         self.service.issuer()
+    }
+
+    /// Whether gRPC is served over TLS.
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The redirect URI that login URLs carry (pachd-dev's callback unless configured otherwise).
@@ -261,7 +307,13 @@ impl PachdDev {
         }));
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<ApiServer<AuthService>>().await;
-        let served = tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = &self.tls {
+            let identity = tonic::transport::Identity::from_pem(&tls.cert_pem, &*tls.key_pem);
+            server =
+                server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity)).map_err(Error::Serve)?;
+        }
+        let served = server
             .add_service(health_service)
             .add_service(ApiServer::new(self.service))
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown)

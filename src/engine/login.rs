@@ -398,6 +398,7 @@ impl SessionEngine {
             .map_err(|_| Error::LoginTimedOut { context: ctx.name.clone(), after: wait })?
             .map_err(|e| super::login_error(ctx, e))?;
         let identity = client.who_am_i(&token).await.map_err(|e| super::login_error(ctx, e))?;
+        let _guard = self.context_lock(&ctx.name).lock_owned().await;
         self.commit_login(ctx, token, identity, SessionMethod::Pachd, None).await
     }
 
@@ -407,6 +408,7 @@ impl SessionEngine {
         let client = self.client(ctx)?;
         let token = client.authenticate_id_token(&tokens.id_token).await.map_err(|e| super::login_error(ctx, e))?;
         let identity = client.who_am_i(&token).await.map_err(|e| super::login_error(ctx, e))?;
+        let _guard = self.context_lock(&ctx.name).lock_owned().await;
         self.commit_login(ctx, token, identity, method, tokens.refresh_token).await
     }
 }

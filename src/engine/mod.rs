@@ -6,6 +6,7 @@
 //! socket: the `api` module translates. Locks are `std` locks held only for map lookups, never across an await,
 //! so readers (`GetToken`, `WhoAmI`) never wait on a network call.
 
+mod handover;
 mod login;
 mod persist;
 mod refresh;
@@ -331,6 +332,7 @@ impl SessionEngine {
         self.commit_login(&ctx, token, identity, SessionMethod::IdToken, None).await
     }
 
+    /// Stores and installs a new session. The caller holds the context's lock.
     async fn commit_login(
         &self,
         ctx: &Context,
@@ -343,7 +345,7 @@ impl SessionEngine {
         if identity.expiration.is_some_and(|e| e <= now) {
             return Err(Error::Expired { context: ctx.name.clone() });
         }
-        let session = Session::new(ctx, token, identity, method, refresh_token, now);
+        let session = self.successor(ctx, Session::new(ctx, token, identity, method, refresh_token, now), now);
         self.save(&ctx.name, &session.to_stored()).await?;
         let done = LoginDone {
             context: ctx.name.clone(),
@@ -353,7 +355,7 @@ impl SessionEngine {
             already_logged_in: false,
         };
         let token = session.token.clone();
-        write(&self.sessions).insert(ctx.name.clone(), session);
+        self.swap_in(ctx, session);
         self.schedule_changed.notify_one();
         self.sync_pachctl(ctx, Some(&token)).await;
         info!(context = %ctx.name, username = %done.username, method = method.as_str(), "logged in");
@@ -380,26 +382,40 @@ impl SessionEngine {
     async fn logout_one(&self, ctx: &Context) -> Result<LogoutOutcome, Error> {
         let _guard = self.context_lock(&ctx.name).lock_owned().await;
         let session = read(&self.sessions).get(&ctx.name).cloned();
-        let mut outcome =
-            LogoutOutcome { context: ctx.name.clone(), was_logged_in: session.is_some(), revoked: false, detail: None };
+        let mut outcome = LogoutOutcome {
+            context: ctx.name.clone(),
+            was_logged_in: session.is_some(),
+            revoked: false,
+            revoked_tokens: 0,
+            unrevoked_tokens: 0,
+            detail: None,
+        };
         if let Some(session) = &session {
-            match self.client(ctx) {
-                Ok(client) => match client.revoke(&session.token).await {
-                    Ok(_) => outcome.revoked = true,
-                    Err(pachd::Error::TokenRejected { .. } | pachd::Error::TokenExpired { .. }) => {
-                        outcome.detail = Some("pachd already considered the token invalid".into());
-                    }
-                    Err(e) => {
-                        let until = session
-                            .expiration
-                            .map(|e| format!("until {}", e.format("%Y-%m-%d %H:%M UTC")))
-                            .unwrap_or_else(|| "with no expiry; revoke it with pachctl auth revoke".into());
-                        outcome.detail = Some(format!("not revoked at pachd ({e}); the token stays valid {until}"));
-                        warn!(context = %ctx.name, error = %e, "logged out locally without revoking at pachd");
-                    }
-                },
-                Err(e) => outcome.detail = Some(format!("not revoked at pachd ({e})")),
-            }
+            let revocation = self.revoke_all(ctx, session).await;
+            outcome.revoked = revocation.current;
+            outcome.revoked_tokens = revocation.revoked;
+            outcome.unrevoked_tokens = revocation.unrevoked;
+            outcome.detail = match &revocation.error {
+                Some(e) => {
+                    let until = match revocation.unrevoked_until {
+                        Some(t) => format!("until {}", t.format("%Y-%m-%d %H:%M UTC")),
+                        None => "with no expiry; revoke it with pachctl auth revoke".into(),
+                    };
+                    let which = match revocation.unrevoked {
+                        1 => "the token stays".to_owned(),
+                        n => format!("{n} tokens stay"),
+                    };
+                    warn!(context = %ctx.name, error = %e, "logged out locally without revoking at pachd");
+                    Some(format!("not revoked at pachd ({e}); {which} valid {until}"))
+                }
+                None if revocation.revoked == 0 && revocation.already_invalid > 0 => {
+                    Some("pachd already considered the token invalid".into())
+                }
+                None if revocation.revoked == 0 => {
+                    Some("its tokens had all expired: nothing was left to revoke".into())
+                }
+                None => None,
+            };
         }
         // The entry may exist even when nothing was restored (e.g. written by an agent with another config).
         let deleted = self.store.delete(&ctx.name).await;
@@ -409,7 +425,10 @@ impl SessionEngine {
         if session.is_some() {
             write(&self.sessions).remove(&ctx.name);
             let now = Utc::now();
-            let detail = outcome.detail.clone().unwrap_or_else(|| "token revoked at pachd".into());
+            let detail = outcome.detail.clone().unwrap_or_else(|| match outcome.revoked_tokens {
+                1 => "token revoked at pachd".into(),
+                n => format!("{n} tokens revoked at pachd"),
+            });
             self.emit(&ctx.name, EventKind::LoggedOut, now, detail);
             info!(context = %ctx.name, revoked = outcome.revoked, "logged out");
         }

@@ -2,8 +2,10 @@
 //!
 //! A renewable session is refreshed when about a quarter of its token's lifetime is left, and no later than the
 //! context's margin before expiry (with jitter): refresh grant → verified ID token → pachd `Authenticate` →
-//! `WhoAmI` → keyring → memory, and only then is the previous pach token revoked (once every caller's promised
-//! validity has passed). The rotated refresh token is written to the keyring before anything else uses it. One
+//! `WhoAmI` → keyring → memory. The replaced pach token is revoked at once when nobody outside the agent ever
+//! got it; one that was handed out stays valid until its own expiration (programs that read a token once keep
+//! using it) and is kept with the session so that a logout revokes it. The rotated refresh token is written to
+//! the keyring before anything else uses it. One
 //! renewal runs at a time per context; any number of callers needing one wait on it and re-check. Transient
 //! failures retry with exponential backoff and jitter; a refresh token the provider refuses, or an ID token that
 //! fails a check, moves the session to LOGIN_REQUIRED at once (see [`SessionEngine::renew`]). The scheduler
@@ -70,14 +72,22 @@ impl SessionEngine {
     /// # Errors
     /// [`Error::NotLoggedIn`], [`Error::LoginRequired`], [`Error::Expired`], [`Error::TooShort`], config errors;
     /// a renewal's errors when one was needed.
+    /// With `fit_to_lifetime`, `min_valid` is a default rather than a requirement: when the session's tokens live
+    /// less than twice that, half their lifetime is asked instead (the grant says what was applied), so that a
+    /// default never asks for more than the identity provider issues.
     pub async fn get_token(
         self: &Arc<Self>,
         context: &str,
         min_valid: Duration,
+        fit_to_lifetime: bool,
         caller: &super::Caller,
     ) -> Result<super::TokenGrant, Error> {
         let config = self.config();
         let ctx = config.context(context)?;
+        let min_valid = match read(&self.sessions).get(&ctx.name).and_then(Session::lifetime) {
+            Some(lifetime) if fit_to_lifetime => min_valid.min(lifetime / 2),
+            _ => min_valid,
+        };
         let grant = match self.try_grant(ctx, min_valid, Utc::now())? {
             Grant::Ready(grant) => grant,
             Grant::NeedsRefresh => {
@@ -122,18 +132,23 @@ impl SessionEngine {
         let long_enough = session.left(now).is_none_or(|left| left >= min_valid);
         match session.state(now) {
             _ if session.still_valid(now) && long_enough => {
-                session.promise(now + chrono::Duration::from_std(min_valid).unwrap_or_default());
+                // Under the read lock: a renewal swapping the session out (under the write lock) sees this.
+                session.mark_handed_out();
                 Ok(Grant::Ready(super::TokenGrant {
                     context: name.clone(),
                     token: session.token.clone(),
                     username: session.username.clone(),
                     expiration: session.expiration,
                     pachd_address: ctx.pachd.to_string(),
+                    min_valid,
+                    pachd_ca_file: ctx.ca_file.clone(),
                 }))
             }
             // A renewal helps only if a fresh token can live that long.
             _ if session.refreshable() && session.lifetime().is_none_or(|l| l >= min_valid) => Ok(Grant::NeedsRefresh),
-            SessionState::Active | SessionState::Refreshing => Err(self.too_short(name, min_valid)),
+            // The sessions' read lock is held here: the error is made from this session, not by locking again.
+            _ if session.refreshable() => Err(too_short_for(Some(session), name, min_valid, now)),
+            SessionState::Active | SessionState::Refreshing => Err(too_short_for(Some(session), name, min_valid, now)),
             SessionState::Expired => Err(Error::Expired { context: name.clone() }),
             SessionState::LoginRequired | SessionState::LoggedOut => {
                 Err(Error::LoginRequired { context: name.clone() })
@@ -141,9 +156,9 @@ impl SessionEngine {
         }
     }
 
+    /// The error for a validity the context's session cannot give (see [`too_short_for`]).
     fn too_short(&self, name: &str, wanted: Duration) -> Error {
-        let left = read(&self.sessions).get(name).and_then(|s| s.left(Utc::now())).unwrap_or_default();
-        Error::TooShort { context: name.to_owned(), left, wanted }
+        too_short_for(read(&self.sessions).get(name), name, wanted, Utc::now())
     }
 
     /// Renews a context's session now, unless a renewal that ran meanwhile already did the work: with `wanted`,
@@ -230,32 +245,17 @@ impl SessionEngine {
         let now = Utc::now();
         let mut fresh = Session::new(ctx, token, identity, old.method, Some(latest_rt), now);
         fresh.refresh.at = fresh.expiration.map(|exp| plan_refresh(now, exp, ctx.refresh_margin, jitter()));
+        let fresh = self.successor(ctx, fresh, now);
         if self.save(&ctx.name, &fresh.to_stored()).await.is_err() {
             warn!(context = %ctx.name, "the renewed session is kept in memory until the keyring answers again");
             self.mark_out_of_sync(&ctx.name);
         }
         let (username, expiration, token) = (fresh.username.clone(), fresh.expiration, fresh.token.clone());
-        super::write(&self.sessions).insert(ctx.name.clone(), fresh);
+        self.swap_in(ctx, fresh);
         self.sync_pachctl(ctx, Some(&token)).await;
         info!(context = %ctx.name, expires = ?expiration, "session refreshed");
         self.emit_with(&ctx.name, EventKind::Refreshed, now, String::new(), &username, expiration);
-        self.retire(ctx, old);
         Ok(())
-    }
-
-    /// Revokes a replaced pach token at pachd once every promise made for it has passed.
-    fn retire(&self, ctx: &Context, old: &Session) {
-        let Ok(client) = self.client(ctx) else { return };
-        let token = old.token.clone();
-        let wait = old.promised().and_then(|t| (t - Utc::now()).to_std().ok()).unwrap_or_default();
-        let name = ctx.name.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            match client.revoke(&token).await {
-                Ok(_) => debug!(context = %name, "revoked the replaced token"),
-                Err(e) => debug!(context = %name, error = %e, "could not revoke the replaced token"),
-            }
-        });
     }
 
     /// Records a failed renewal: a refresh token refused for good or an ID token refused ends the renewals
@@ -416,6 +416,18 @@ impl SessionEngine {
             });
         }
         next
+    }
+}
+
+/// The error for a validity a session cannot give: beyond what any of its tokens lives (a renewable session's
+/// tokens all live about as long, so no login helps), or merely more than this token has left.
+fn too_short_for(session: Option<&Session>, name: &str, wanted: Duration, now: DateTime<Utc>) -> Error {
+    match session.filter(|s| s.refreshable()).and_then(Session::lifetime) {
+        Some(lifetime) if lifetime < wanted => Error::BeyondLifetime { context: name.to_owned(), lifetime, wanted },
+        _ => {
+            let left = session.and_then(|s| s.left(now)).unwrap_or_default();
+            Error::TooShort { context: name.to_owned(), left, wanted }
+        }
     }
 }
 

@@ -1,7 +1,8 @@
-//! One context's session as the engine keeps it in memory, and the timetable of its renewal.
+//! One context's session as the engine keeps it in memory, the timetable of its renewal, and the tokens it
+//! handed out that are still alive.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -10,7 +11,13 @@ use super::{SessionMethod, SessionState};
 use crate::config::Context;
 use crate::pachd::Identity;
 use crate::secret::{PachToken, RefreshToken};
-use crate::store::StoredSession;
+use crate::store::{RetiredToken, StoredSession};
+
+/// How many replaced tokens a session keeps for its logout. Renewals come when a quarter of a token's life is
+/// left, so normally one or two are alive at a time; callers forcing renewals with `min_valid` make more. Past
+/// this many, the one that expires first is no longer tracked (it keeps working until it expires by itself:
+/// its holder matters more than revoking it early), which keeps the keyring record small.
+pub(super) const MAX_RETIRED: usize = 64;
 
 /// What pachd last said of the token; `Expired` is also derived from the clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,9 +54,12 @@ pub(super) struct Session {
     /// When pachd minted this token (its lifetime is `expiration - issued_at`).
     pub issued_at: DateTime<Utc>,
     pub refresh: RefreshPlan,
-    /// The latest instant (unix seconds) until which a caller was promised this token stays valid; revoking it
-    /// after a renewal waits for that, so a `GetToken{min_valid_seconds}` promise holds. Shared by clones.
-    pub promised_until: Arc<AtomicI64>,
+    /// Whether anyone outside the agent got this token (GetToken, pachctl sync). A token nobody got is revoked as
+    /// soon as a renewal replaces it; one that was handed out is left to expire by itself, since programs that
+    /// read it once keep using it. Shared by clones, so a renewal sees hand-outs made while it ran.
+    pub handed_out: Arc<AtomicBool>,
+    /// Replaced tokens of this session that were handed out and have not expired: a logout revokes them.
+    pub retired: Vec<RetiredToken>,
     /// The smallest expiry-warning lead already announced.
     pub warned: Option<Duration>,
     /// EXPIRED was announced for this token.
@@ -77,7 +87,8 @@ impl Session {
             last_error: None,
             issued_at: now,
             refresh: RefreshPlan::default(),
-            promised_until: Arc::new(AtomicI64::new(0)),
+            handed_out: Arc::new(AtomicBool::new(false)),
+            retired: Vec::new(),
             warned: None,
             expiry_announced: false,
         }
@@ -96,7 +107,9 @@ impl Session {
             last_error: None,
             issued_at: DateTime::from_timestamp(stored.stored_at, 0).unwrap_or_else(Utc::now),
             refresh: RefreshPlan::default(),
-            promised_until: Arc::new(AtomicI64::new(0)),
+            // Whether the agent that stored it handed it out is not recorded: assume it did.
+            handed_out: Arc::new(AtomicBool::new(true)),
+            retired: stored.retired,
             warned: None,
             expiry_announced: false,
         }
@@ -114,6 +127,7 @@ impl Session {
             issuer: self.issuer.clone(),
             refresh_token: self.refresh_token.clone(),
             stored_at: self.issued_at.timestamp(),
+            retired: self.retired.clone(),
         }
     }
 
@@ -152,13 +166,119 @@ impl Session {
         self.expiration.map(|e| (e - self.issued_at).to_std().unwrap_or_default())
     }
 
-    /// Records that a caller was promised validity until `until`.
-    pub fn promise(&self, until: DateTime<Utc>) {
-        self.promised_until.fetch_max(until.timestamp() + 1, Ordering::Relaxed);
+    /// Records that the token left the agent.
+    pub fn mark_handed_out(&self) {
+        self.handed_out.store(true, Ordering::Relaxed);
     }
 
-    /// The latest validity promised to a caller.
-    pub fn promised(&self) -> Option<DateTime<Utc>> {
-        DateTime::from_timestamp(self.promised_until.load(Ordering::Relaxed), 0)
+    /// Whether the token left the agent. Read under the sessions' write lock when a session is replaced, so that
+    /// no hand-out can slip in between the check and the replacement.
+    pub fn was_handed_out(&self) -> bool {
+        self.handed_out.load(Ordering::Relaxed)
+    }
+
+    /// The replaced tokens a session taking over from this one must keep for its logout: this session's own
+    /// token (unless the new session has the very same one) and its earlier ones, less those expired by `now`;
+    /// the soonest to expire go first when there are more than [`MAX_RETIRED`].
+    pub fn retired_after(&self, now: DateTime<Utc>, successor: &PachToken) -> Vec<RetiredToken> {
+        let own = RetiredToken { token: self.token.clone(), expiration: self.expiration };
+        let mut retired: Vec<RetiredToken> = self
+            .retired
+            .iter()
+            .cloned()
+            .chain(std::iter::once(own))
+            .filter(|r| r.expiration.is_none_or(|e| e > now))
+            .filter(|r| r.token.expose_secret() != successor.expose_secret())
+            .collect();
+        if retired.len() > MAX_RETIRED {
+            // Never-expiring tokens sort last: they are the ones a logout must not forget.
+            retired.sort_by_key(|r| r.expiration.map_or(i64::MAX, |e| e.timestamp_millis()));
+            let dropped = retired.len() - MAX_RETIRED;
+            tracing::warn!(
+                dropped,
+                "more replaced tokens alive than a session keeps; the soonest to expire are no longer tracked and a \
+                 logout will not revoke them (they still end at their own expiration)"
+            );
+            retired.drain(..dropped);
+        }
+        retired
+    }
+
+    /// Every token of the session pachd may still accept at `now`: the current one, then the replaced ones.
+    pub fn live_tokens(&self, now: DateTime<Utc>) -> Vec<RetiredToken> {
+        let current = RetiredToken { token: self.token.clone(), expiration: self.expiration };
+        std::iter::once(current)
+            .chain(self.retired.iter().cloned())
+            .filter(|r| r.expiration.is_none_or(|e| e > now))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    fn session(token: &str, expires: i64) -> Session {
+        let toml = "[contexts.dev]\npachd_address = \"grpc://127.0.0.1:30650\"\n";
+        let config = crate::config::Config::from_toml(std::path::Path::new("config.toml"), toml).unwrap();
+        let ctx = config.context("dev").unwrap();
+        let identity = Identity { username: "user:a@example.com".into(), expiration: Some(t(expires)) };
+        Session::new(ctx, PachToken::new(token.into()), identity, SessionMethod::Oidc, None, t(0))
+    }
+
+    fn tokens(list: &[RetiredToken]) -> Vec<&str> {
+        list.iter().map(|r| r.token.expose_secret()).collect()
+    }
+
+    #[test]
+    fn a_renewal_keeps_the_replaced_token_and_the_earlier_ones_still_alive() {
+        let mut old = session("t2", 100);
+        old.retired = vec![
+            RetiredToken { token: PachToken::new("t0".into()), expiration: Some(t(10)) },
+            RetiredToken { token: PachToken::new("t1".into()), expiration: Some(t(60)) },
+        ];
+        let kept = old.retired_after(t(30), &PachToken::new("t3".into()));
+        assert_eq!(tokens(&kept), ["t1", "t2"], "t0 expired at 10 s and is gone by 30 s");
+    }
+
+    #[test]
+    fn a_login_that_brings_back_the_same_token_does_not_retire_it() {
+        let old = session("same", 100);
+        assert!(old.retired_after(t(1), &PachToken::new("same".into())).is_empty());
+    }
+
+    #[test]
+    fn past_the_cap_the_soonest_to_expire_are_dropped_and_never_expiring_ones_kept() {
+        let mut old = session("current", 10_000);
+        old.retired = (0..MAX_RETIRED as i64 + 5)
+            .map(|i| RetiredToken { token: PachToken::new(format!("r{i}")), expiration: Some(t(100 + i)) })
+            .collect();
+        old.retired.push(RetiredToken { token: PachToken::new("robot".into()), expiration: None });
+        let kept = old.retired_after(t(0), &PachToken::new("next".into()));
+        assert_eq!(kept.len(), MAX_RETIRED);
+        let names = tokens(&kept);
+        assert!(names.contains(&"robot") && names.contains(&"current"), "{names:?}");
+        assert!(!names.contains(&"r0") && !names.contains(&"r6") && names.contains(&"r7"), "{names:?}");
+    }
+
+    #[test]
+    fn a_logout_revokes_the_current_token_and_the_replaced_ones_not_yet_expired() {
+        let mut s = session("now", 100);
+        s.retired = vec![
+            RetiredToken { token: PachToken::new("dead".into()), expiration: Some(t(5)) },
+            RetiredToken { token: PachToken::new("alive".into()), expiration: Some(t(50)) },
+        ];
+        assert_eq!(tokens(&s.live_tokens(t(20))), ["now", "alive"]);
+    }
+
+    #[test]
+    fn a_restored_session_counts_as_handed_out_and_a_new_one_does_not() {
+        assert!(!session("t", 100).was_handed_out());
+        let restored = Session::from_stored(session("t", 100).to_stored());
+        assert!(restored.was_handed_out(), "nothing recorded whether the previous agent handed it out");
     }
 }

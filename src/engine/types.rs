@@ -167,6 +167,10 @@ pub struct TokenGrant {
     pub expiration: Option<DateTime<Utc>>,
     /// pachd's address.
     pub pachd_address: String,
+    /// The validity the grant guarantees (what was asked, or less when fitted to the session's lifetime).
+    pub min_valid: Duration,
+    /// The context's CA file for pachd, when it has one.
+    pub pachd_ca_file: Option<std::path::PathBuf>,
 }
 
 /// A completed login.
@@ -191,9 +195,14 @@ pub struct LogoutOutcome {
     pub context: String,
     /// A session (or a stored entry) existed.
     pub was_logged_in: bool,
-    /// pachd revoked the token.
+    /// pachd revoked the current token.
     pub revoked: bool,
-    /// Why it was not revoked.
+    /// How many of the session's tokens pachd revoked: the current one and those renewals replaced that were
+    /// handed out and had not expired yet.
+    pub revoked_tokens: u32,
+    /// How many stay valid because pachd could not be asked.
+    pub unrevoked_tokens: u32,
+    /// Why a token was not revoked.
     pub detail: Option<String>,
 }
 
@@ -247,6 +256,23 @@ pub enum Error {
         context: String,
         /// Validity left.
         left: Duration,
+        /// Validity asked.
+        wanted: Duration,
+    },
+    /// The validity asked for is more than any token of this session lives: the identity provider (or pachd's
+    /// session cap) issues shorter ones, so neither a renewal nor a new login can give it.
+    #[error(
+        "tokens for {context:?} live {}, less than the {} asked for: the identity provider issues tokens that short \
+         (or pachd caps sessions there), so a new login will not help; ask for less (e.g. --min-valid {})",
+        humantime::format_duration(Duration::from_secs(lifetime.as_secs())),
+        humantime::format_duration(*wanted),
+        humantime::format_duration(Duration::from_secs((lifetime.as_secs() / 2).max(1)))
+    )]
+    BeyondLifetime {
+        /// The context.
+        context: String,
+        /// How long the session's tokens live.
+        lifetime: Duration,
         /// Validity asked.
         wanted: Duration,
     },

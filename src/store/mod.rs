@@ -35,7 +35,7 @@ use zeroize::Zeroizing;
 use crate::config::StoreChoice;
 use crate::secret::ClientSecret;
 pub use error::Error;
-pub use record::StoredSession;
+pub use record::{RetiredToken, StoredSession};
 
 /// How long one call into a platform store may take. Long enough for a D-Bus round trip with key exchange on a
 /// loaded machine, short enough that `pachagent status` answers while someone waits for it.

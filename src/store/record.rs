@@ -3,7 +3,9 @@
 //! Owns [`StoredSession`] and its encoding, so that every backend stores exactly the same bytes and a record
 //! written through one store reads back through any other. The record never holds the ID token (large, and
 //! useless once traded): the kernel keyutils quota for an ordinary user is 20,000 bytes for all keys. It holds
-//! the refresh token of an OIDC session, since that is what renews the session after a restart.
+//! the refresh token of an OIDC session, since that is what renews the session after a restart, and the pach
+//! tokens a renewal replaced while someone may still hold them, so that a logout after a restart still revokes
+//! them.
 //! Knows nothing of where the bytes go.
 
 use chrono::{DateTime, Utc};
@@ -37,6 +39,34 @@ pub struct StoredSession {
     pub refresh_token: Option<RefreshToken>,
     /// When this record was written, in unix seconds.
     pub stored_at: i64,
+    /// Tokens of this session that renewals replaced but that were handed out and have not expired yet: pachd
+    /// still accepts them, and only a logout revokes them early.
+    pub retired: Vec<RetiredToken>,
+}
+
+/// A pach token a renewal replaced, kept until it expires by itself so that a logout can revoke it.
+///
+/// `Debug` is derived and safe: [`PachToken`] prints as `PachToken([redacted])`.
+#[derive(Debug, Clone)]
+pub struct RetiredToken {
+    /// The token.
+    pub token: PachToken,
+    /// When pachd stops accepting it by itself; `None` means never.
+    pub expiration: Option<DateTime<Utc>>,
+}
+
+/// A retired token as written.
+#[derive(Serialize)]
+struct RetiredOut<'a> {
+    token: &'a str,
+    expiration_ms: Option<i64>,
+}
+
+/// A retired token as read.
+#[derive(Deserialize)]
+struct RetiredIn {
+    token: String,
+    expiration_ms: Option<i64>,
 }
 
 /// Borrowing view of a record for writing; the token is only ever borrowed, never copied.
@@ -58,6 +88,9 @@ struct RecordOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token: Option<&'a str>,
     stored_at: i64,
+    /// Absent when empty; builds before it ignore it (and so forget those tokens, which expire by themselves).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    retired: Vec<RetiredOut<'a>>,
 }
 
 /// Version 1 as read. Unknown fields are ignored on purpose: a later pachagent may add fields without bumping
@@ -77,6 +110,8 @@ struct RecordV1 {
     #[serde(default)]
     refresh_token: Option<String>,
     stored_at: i64,
+    #[serde(default)]
+    retired: Vec<RetiredIn>,
 }
 
 /// Reads only the version, whatever else the record holds.
@@ -102,6 +137,14 @@ pub(super) fn encode(context: &str, session: &StoredSession) -> Result<Zeroizing
         issuer: session.issuer.as_deref(),
         refresh_token: session.refresh_token.as_ref().map(|t| t.expose_secret()),
         stored_at: session.stored_at,
+        retired: session
+            .retired
+            .iter()
+            .map(|r| RetiredOut {
+                token: r.token.expose_secret(),
+                expiration_ms: r.expiration.map(|e| e.timestamp_millis()),
+            })
+            .collect(),
     };
     // Reserve enough up front that the buffer holding the token is not reallocated: a reallocation would leave
     // an unzeroed copy behind. Tokens and addresses are ASCII, so twice their length covers any escaping.
@@ -111,7 +154,8 @@ pub(super) fn encode(context: &str, session: &StoredSession) -> Result<Zeroizing
             + out.method.len()
             + out.pachd_address.len()
             + out.issuer.map_or(0, str::len)
-            + out.refresh_token.map_or(0, str::len));
+            + out.refresh_token.map_or(0, str::len)
+            + out.retired.iter().map(|r| 48 + r.token.len()).sum::<usize>());
     let mut buf = Zeroizing::new(Vec::with_capacity(estimate));
     serde_json::to_writer(&mut *buf, &out).map_err(|e| Error::Corrupt {
         context: context.to_owned(),
@@ -146,6 +190,18 @@ pub(super) fn decode(context: &str, bytes: &[u8]) -> Result<StoredSession, Error
                 (None, Some(secs)) => Some(DateTime::from_timestamp(secs, 0).ok_or_else(out_of_range)?),
                 (None, None) => None,
             };
+            let retired = r
+                .retired
+                .into_iter()
+                .map(|t| {
+                    let expiration = t.expiration_ms.map(DateTime::from_timestamp_millis);
+                    match expiration {
+                        Some(None) => Err(out_of_range()),
+                        Some(Some(e)) => Ok(RetiredToken { token: PachToken::new(t.token), expiration: Some(e) }),
+                        None => Ok(RetiredToken { token: PachToken::new(t.token), expiration: None }),
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(StoredSession {
                 pach_token: PachToken::new(r.pach_token),
                 username: r.username,
@@ -155,6 +211,7 @@ pub(super) fn decode(context: &str, bytes: &[u8]) -> Result<StoredSession, Error
                 issuer: r.issuer,
                 refresh_token: r.refresh_token.map(RefreshToken::new),
                 stored_at: r.stored_at,
+                retired,
             })
         }
     }

@@ -17,6 +17,7 @@ fn session() -> StoredSession {
         issuer: Some("https://dex.example.com".to_owned()),
         refresh_token: None,
         stored_at: 1_800_000_000,
+        retired: Vec::new(),
     }
 }
 
@@ -31,6 +32,30 @@ fn a_record_round_trips_through_its_encoding() {
     assert_eq!(back.pachd_address, "grpcs://pachd.example.com:443");
     assert_eq!(back.issuer.as_deref(), Some("https://dex.example.com"));
     assert_eq!(back.stored_at, 1_800_000_000);
+}
+
+#[test]
+fn replaced_tokens_someone_may_hold_round_trip_with_their_expirations() {
+    let mut s = session();
+    s.retired = vec![
+        RetiredToken {
+            token: PachToken::new("aaaaaaaaaaaa4aaaaaaaaaaaaaaaaaaa".into()),
+            expiration: chrono::DateTime::from_timestamp(1_900_000_001, 250_000_000),
+        },
+        RetiredToken { token: PachToken::new("bbbbbbbbbbbb4bbbbbbbbbbbbbbbbbbb".into()), expiration: None },
+    ];
+    let back = decode("prod", &encode("prod", &s).unwrap()).unwrap();
+    let got: Vec<_> = back.retired.iter().map(|r| (r.token.expose_secret().to_owned(), r.expiration)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("aaaaaaaaaaaa4aaaaaaaaaaaaaaaaaaa".to_owned(), s.retired[0].expiration),
+            ("bbbbbbbbbbbb4bbbbbbbbbbbbbbbbbbb".to_owned(), None),
+        ]
+    );
+    // A record without any keeps the field out, so the bytes older builds wrote and read do not change.
+    let plain: serde_json::Value = serde_json::from_slice(&encode("prod", &session()).unwrap()).unwrap();
+    assert!(plain.get("retired").is_none(), "{plain}");
 }
 
 #[test]

@@ -8,6 +8,7 @@ pub mod chromium;
 pub mod issuer;
 pub mod keyring_env;
 pub mod op;
+pub mod tls;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -17,6 +18,65 @@ use std::time::{Duration, Instant};
 
 use pachagent::proto::auth::{self, api_client::ApiClient};
 use tonic::transport::Channel;
+
+/// A provider whose ID tokens live `ttl`, pachd-dev trusting it, and an agent logged in through the browser flow
+/// as alice@example.com (context `dev`).
+pub fn renewable_session(ttl: Duration, keyring: Keyring) -> (op::TestOp, PachdDev, TestAgent) {
+    renewable_session_with_env(ttl, keyring, &[])
+}
+
+/// As [`renewable_session`], with `env` set for the agent and every CLI run (e.g. a private session bus).
+pub fn renewable_session_with_env(
+    ttl: Duration,
+    keyring: Keyring,
+    env: &[(&str, &str)],
+) -> (op::TestOp, PachdDev, TestAgent) {
+    let op = op::TestOp::builder().id_token_ttl(ttl).start();
+    let pachd = PachdDev::start_with_args(Some(op.issuer()), None, None, &["--client-id", op::PUBLIC_CLIENT]);
+    let agent = logged_in_through_the_browser(&op, &pachd, keyring, env);
+    (op, pachd, agent)
+}
+
+/// An agent with context `dev` for `pachd` and `op`, logged in through the browser flow as alice@example.com.
+pub fn logged_in_through_the_browser(
+    op: &op::TestOp,
+    pachd: &PachdDev,
+    keyring: Keyring,
+    env: &[(&str, &str)],
+) -> TestAgent {
+    let mut agent = TestAgent::new(keyring);
+    for (key, value) in env {
+        agent.env(key, value);
+    }
+    agent.add_context("dev", &pachd.address, &["--issuer", op.issuer(), "--client-id", op::PUBLIC_CLIENT]);
+    agent.env("BROWSER", op::FAKE_USER);
+    agent.env("FAKE_USER_EMAIL", "alice@example.com");
+    agent.start();
+    agent.cli(&["login"]).ok();
+    agent
+}
+
+/// The Python interpreter that has the real `pachyderm-sdk` from PyPI and this repository's `pachagent` package:
+/// `$PACHAGENT_TEST_PYTHON`, else the virtual environment `scripts/test.sh` makes in `target/python`. Panics
+/// with what to run when there is none, never skips.
+pub fn python_with_sdk() -> PathBuf {
+    let path = std::env::var_os("PACHAGENT_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/python/bin/python"));
+    let ok = Command::new(&path)
+        .args(["-c", "import pachyderm_sdk, pachagent"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{} cannot import pachyderm_sdk and pachagent: run scripts/test.sh, which makes that virtual environment \
+         (python3 -m venv target/python && target/python/bin/pip install ./python)",
+        path.display()
+    );
+    path
+}
 
 /// A running `pachd-dev`, activated with a root token.
 pub struct PachdDev {

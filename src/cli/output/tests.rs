@@ -105,6 +105,7 @@ fn token_prints_the_bare_token_or_json() {
         username: "robot:ci".into(),
         context: "prod".into(),
         pachd_address: "grpc://p:30650".into(),
+        ..Default::default()
     };
     let secret = PachToken::new("abc123".into());
     assert_eq!(text(|w| token(w, &resp, &secret, false)), "abc123\n");
@@ -339,25 +340,42 @@ fn every_state_and_method_has_a_json_name() {
 fn logout_says_whether_pachd_revoked_the_token() {
     let resp = LogoutResponse {
         results: vec![
-            LogoutResult { context: "prod".into(), revoked: true, detail: String::new(), was_logged_in: true },
+            LogoutResult {
+                context: "prod".into(),
+                revoked: true,
+                revoked_tokens: 1,
+                was_logged_in: true,
+                ..Default::default()
+            },
             LogoutResult {
                 context: "dev".into(),
                 revoked: false,
                 detail: "pachd unreachable".into(),
                 was_logged_in: true,
+                unrevoked_tokens: 1,
+                ..Default::default()
             },
-            LogoutResult { context: "old".into(), revoked: false, detail: String::new(), was_logged_in: false },
+            LogoutResult { context: "old".into(), revoked: false, was_logged_in: false, ..Default::default() },
+            LogoutResult {
+                context: "long".into(),
+                revoked: true,
+                revoked_tokens: 3,
+                was_logged_in: true,
+                ..Default::default()
+            },
         ],
     };
     assert_eq!(
         text(|w| logout(w, &resp, false)),
         "prod: logged out; the token was revoked at pachd\n\
          dev: logged out locally; the token was not revoked at pachd: pachd unreachable\n\
-         old: was not logged in\n"
+         old: was not logged in\n\
+         long: logged out; 3 tokens were revoked at pachd (the current one and 2 handed out before renewals)\n"
     );
     assert_eq!(
         json_of(|w| logout(w, &resp, true))["results"][1],
-        json!({"context": "dev", "was_logged_in": true, "revoked": false, "detail": "pachd unreachable"})
+        json!({"context": "dev", "was_logged_in": true, "revoked": false, "revoked_tokens": 0,
+               "unrevoked_tokens": 1, "detail": "pachd unreachable"})
     );
 }
 

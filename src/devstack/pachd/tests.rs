@@ -139,11 +139,11 @@ fn the_ready_line_is_one_json_object_with_the_grpc_address() {
     let addr: SocketAddr = "127.0.0.1:41234".parse().unwrap();
     let callback = callback_url("127.0.0.1:41235".parse().unwrap());
     assert_eq!(
-        ready_line(addr, None, &callback),
+        ready_line(addr, false, None, &callback),
         r#"{"pachd":"grpc://127.0.0.1:41234","oidc_callback":"http://127.0.0.1:41235/authorization-code/callback"}"#
     );
     let line: serde_json::Value =
-        serde_json::from_str(&ready_line(addr, Some("http://127.0.0.1:1"), &callback)).unwrap();
+        serde_json::from_str(&ready_line(addr, false, Some("http://127.0.0.1:1"), &callback)).unwrap();
     assert_eq!(line["issuer"], "http://127.0.0.1:1");
     assert_eq!(line["oidc_callback"], callback);
 }

@@ -1,23 +1,33 @@
-//! `pachagent exec`: runs a command as the context's user.
+//! `pachagent exec`: runs a command as the context's user, authenticated for as long as it runs.
 //!
-//! The command finds the session wherever its Pachyderm client looks. python-pachyderm reads `PACHD_ADDRESS`
-//! and `PACH_PYTHON_AUTH_TOKEN` from the environment. pachctl reads tokens only from its config file, so
-//! `PACH_CONFIG` names a private one whose single, active context holds the session. That file lives in a fresh
-//! 0700 directory in the system temp dir, on the same filesystem as pachctl's own temporary files so that its
-//! atomic rewrites of the file work. The directory is removed when the command ends, whatever the outcome. The
-//! user's own pachctl config is neither read nor changed, and the token goes nowhere but the command's
-//! environment and that file. This process then exits with the command's status, or 128 + N when signal N
-//! ended it.
+//! The command finds the session where the real clients look (read from their code, see `pachyderm-auth.md`
+//! §11): pachctl reads `session_token` from its config file on every command, so `PACH_CONFIG` names a private
+//! config whose single, active context holds the session (with the context's `ca_file` as its `server_cas`);
+//! pachyderm_sdk's `Client.from_config()` reads the same file, and python-pachyderm and `pachyderm_sdk.Client()`
+//! read `PACH_PYTHON_AUTH_TOKEN` once, when a client is made. While the command runs, the private config is
+//! rewritten with the current token after every renewal ([`keeper`]), so a script that calls pachctl for hours
+//! never holds a stale token; the token in `PACH_PYTHON_AUTH_TOKEN` is not renewed (no variable can be), but it
+//! stays valid until its own expiration, since the agent never revokes a token it handed out before then.
+//! `PACHD_ADDRESS` is set only on request: no Python client reads it, and pachctl then warns on every command
+//! and ignores the context's `server_cas`.
+//!
+//! The private config lives in a fresh 0700 directory in the system temp dir, on the same filesystem as
+//! pachctl's own temporary files so that its atomic rewrites of the file work. The directory is removed when the
+//! command ends, whatever the outcome. The user's own pachctl config is neither read nor changed, and the token
+//! goes nowhere but the command's environment and that file. This process then exits with the command's status,
+//! or 128 + N when signal N ended it.
 //!
 //! While the command runs, Ctrl-C and Ctrl-\ reach it straight from the terminal, and this process outlives them
 //! so that it can clean up. SIGTERM and SIGHUP sent to this process are passed on to the command.
+
+mod keeper;
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, DirBuilder};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitCode, ExitStatus};
 use std::task::{Context, Waker};
 use std::time::Duration;
@@ -28,7 +38,6 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::commands::{Globals, connect, init_tracing};
 use super::{EXIT_CANCELLED, EXIT_NO_SESSION, Error, LogFormat, output};
-use crate::config::Config;
 use crate::pachctl;
 use crate::proto::agent::GetTokenRequest;
 use crate::secret::PachToken;
@@ -38,12 +47,21 @@ const EXIT_CANNOT_RUN: u8 = 126;
 /// Exit code: there is no such command (what shells use).
 const EXIT_NOT_FOUND: u8 = 127;
 
+/// The validity the command's first token is asked for when `--min-valid` is not given; lowered to half the
+/// session's token lifetime when tokens live less than twice this (the dev provider's live 2 minutes).
+const DEFAULT_MIN_VALID: Duration = Duration::from_secs(300);
+
 /// `pachagent exec` arguments.
 #[derive(Debug, Args)]
-pub(super) struct ExecArgs {
-    /// Refresh first unless the token stays valid this long (e.g. 30m, 2h); the command cannot renew it
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
-    min_valid: Duration,
+pub(crate) struct ExecArgs {
+    /// Renew first unless the token stays valid this long (e.g. 30m, 2h) [default: 5m, or half the session's
+    /// token lifetime when that is shorter]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    min_valid: Option<Duration>,
+    /// Also set PACHD_ADDRESS (no Python client reads it; pachctl then warns on every command and ignores the
+    /// context's server_cas, so a private CA fails)
+    #[arg(long)]
+    pachd_address_env: bool,
     /// The command to run and its arguments (put `--` before them)
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
     command: Vec<OsString>,
@@ -111,7 +129,7 @@ fn quoted(program: &OsStr) -> String {
 }
 
 /// `pachagent exec`: the command's exit status, or ours when it could not run.
-pub(super) async fn run(g: &Globals, args: ExecArgs) -> ExitCode {
+pub(crate) async fn run(g: &Globals, args: ExecArgs) -> ExitCode {
     init_tracing(LogFormat::Text, "warn");
     match exec(g, args).await {
         Ok(status) => ExitCode::from(exit_code(status)),
@@ -128,13 +146,25 @@ async fn exec(g: &Globals, args: ExecArgs) -> Result<ExitStatus, ExecError> {
         return Err(ExecError::NotFound(OsString::new()));
     };
     let mut agent = connect(g).await?;
+    let wanted = args.min_valid.unwrap_or(DEFAULT_MIN_VALID);
     // Round up: "valid for at least 1.5s" must not become "at least 1s".
-    let min_valid_seconds = args.min_valid.as_secs() + u64::from(args.min_valid.subsec_nanos() > 0);
-    let req = GetTokenRequest { context: g.context.clone(), min_valid_seconds };
+    let min_valid_seconds = wanted.as_secs() + u64::from(wanted.subsec_nanos() > 0);
+    let req =
+        GetTokenRequest { context: g.context.clone(), min_valid_seconds, fit_to_lifetime: args.min_valid.is_none() };
     let mut resp = agent.get_token(req).await.map_err(Error::from)?.into_inner();
-    drop(agent);
+    // An agent that fitted the request says what it applied (0 from an agent too old to fit).
+    if resp.min_valid_seconds > 0 && resp.min_valid_seconds < min_valid_seconds {
+        let note = format!(
+            "tokens for {} live less than twice exec's default --min-valid of {}, so the command's first token is \
+             only asked to stay valid {}; its pachctl config gets each renewed token",
+            output::go_quote(&resp.context),
+            humantime::format_duration(wanted),
+            humantime::format_duration(Duration::from_secs(resp.min_valid_seconds))
+        );
+        let _ = output::note(&mut io::stderr(), &note);
+    }
     let token = PachToken::new(std::mem::take(&mut resp.token));
-    let server_cas = server_cas(&g.config, &resp.context);
+    let server_cas = server_cas(&resp.pachd_ca_file, &resp.context);
 
     // Installed before the private directory exists, so that no Ctrl-C can end this process before the cleanup.
     let wait_error = |source| ExecError::Wait { program: program.clone(), source };
@@ -147,12 +177,17 @@ async fn exec(g: &Globals, args: ExecArgs) -> Result<ExitStatus, ExecError> {
     }
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(program_args)
-        .env("PACHD_ADDRESS", &resp.pachd_address)
         .env("PACH_PYTHON_AUTH_TOKEN", token.expose_secret())
         .env("PACH_CONFIG", &config)
         // Either would make pachctl look for a context that the private config does not have.
         .env_remove("PACH_CONTEXT")
         .env_remove("PACH_ENTERPRISE_CONTEXT");
+    if args.pachd_address_env {
+        cmd.env("PACHD_ADDRESS", &resp.pachd_address);
+    } else {
+        // One left in the caller's environment would point pachctl elsewhere and drop the context's CA.
+        cmd.env_remove("PACHD_ADDRESS");
+    }
     let spawned = cmd.spawn();
     drop(cmd);
     drop(token);
@@ -160,24 +195,38 @@ async fn exec(g: &Globals, args: ExecArgs) -> Result<ExitStatus, ExecError> {
         io::ErrorKind::NotFound => ExecError::NotFound(program.clone()),
         _ => ExecError::CannotRun { program: program.clone(), source },
     })?;
-    let status = signals.wait(&mut child).await.map_err(wait_error)?;
+    let keeper = keeper::Keeper {
+        socket: g.socket.clone(),
+        context: resp.context.clone(),
+        pachd_address: resp.pachd_address.clone(),
+        file: config.clone(),
+        last_problem: None,
+        gate: keeper::WriteGate::new(),
+    };
+    let gate = keeper.gate.clone();
+    let keeper = tokio::spawn(keeper.run(Some(agent)));
+    let status = signals.wait(&mut child).await;
+    keeper.abort();
+    gate.close().await;
+    let status = status.map_err(wait_error)?;
     if let Err(e) = dir.remove() {
         let _ = output::warning(&mut io::stderr(), &e);
     }
     Ok(status)
 }
 
-/// `server_cas` for pachctl (base64 PEM) when the context trusts a private CA. Best effort: the agent resolved
-/// the context, and a CA this process cannot read only costs pachctl its TLS check, which a warning explains.
-fn server_cas(config_path: &Path, context: &str) -> Option<String> {
-    let config = Config::load(config_path).ok()?;
-    let ca_file = config.contexts.get(context)?.ca_file.as_ref()?;
+/// `server_cas` for pachctl (base64 PEM) when the context trusts a private CA. Best effort: a CA this process
+/// cannot read only costs the command pachd's TLS check, which a warning explains.
+fn server_cas(ca_file: &str, context: &str) -> Option<String> {
+    if ca_file.is_empty() {
+        return None;
+    }
     match fs::read(ca_file) {
         Ok(pem) => Some(base64::engine::general_purpose::STANDARD.encode(pem)),
         Err(e) => {
             let message = format!(
-                "cannot read the CA file {} of context {}: {e}; pachctl will not trust pachd's certificate",
-                ca_file.display(),
+                "cannot read the CA file {ca_file} of context {}: {e}; the command's clients will not trust pachd's \
+                 certificate",
                 output::go_quote(context)
             );
             let _ = output::warning(&mut io::stderr(), &message);
