@@ -189,9 +189,18 @@ run_tests_in_keyring_session() {
     return "$rc"
 }
 
+# Where the suite's gnome-keyring writes its messages: if it dies mid-run (D-Bus then activates a fresh, locked
+# one and every Secret Service test fails), this says why.
+KEYRING_LOG="${KEYRING_LOG:-$PWD/target/gnome-keyring.log}"
+
 # Runs inside dbus-run-session: start and check gnome-keyring, then the tests.
 inside_keyring_session() {
-    printf '%s' "$PACHAGENT_TEST_KEYRING_PASSWORD" | gnome-keyring-daemon --unlock --components=secrets >/dev/null
+    mkdir -p "$(dirname "$KEYRING_LOG")"
+    : >"$KEYRING_LOG"
+    # In the foreground (as a child of this shell) so that its stderr is kept and its end is noticed.
+    printf '%s' "$PACHAGENT_TEST_KEYRING_PASSWORD" |
+        gnome-keyring-daemon --foreground --unlock --components=secrets >/dev/null 2>>"$KEYRING_LOG" &
+    local keyring_child=$!
     # --unlock returns before the daemon owns its bus name; a call made earlier would make D-Bus start a second,
     # locked gnome-keyring. Wait (up to 10 s) for the name to have an owner.
     local tries=0
@@ -213,9 +222,11 @@ inside_keyring_session() {
         *false*) printf '\ngnome-keyring is up on %s; %s is unlocked\n' "$DBUS_SESSION_BUS_ADDRESS" "$collection" >&2 ;;
         *) die "the keyring collection $collection is locked after gnome-keyring-daemon --unlock ($locked)" ;;
     esac
-    # gnome-keyring-daemon does not always exit when its bus goes away: stop it when the tests are done.
     local keyring_pid
     keyring_pid="$(secrets_pid || true)"
+    [ "$keyring_pid" = "$keyring_child" ] ||
+        printf 'note: org.freedesktop.secrets is owned by pid %s, not the gnome-keyring started here (%s)\n' \
+            "$keyring_pid" "$keyring_child" >&2
     local rc=0
     mkdir -p "$(dirname "$NEXTEST_LOG")"
     # A copy of nextest's output goes to a file so that the summary at the very end can name the failed tests.
@@ -224,7 +235,13 @@ inside_keyring_session() {
     cargo test --doc || rc=$?
     # The Python package against the debug binaries nextest just built (python/tests/conftest.py).
     (cd python && "$PYTHON_ENV/bin/python" -m pytest -q -p no:cacheprovider) || rc=$?
-    [ -z "$keyring_pid" ] || kill "$keyring_pid" 2>/dev/null || true
+    if ! kill -0 "$keyring_child" 2>/dev/null; then
+        printf '\nscripts/test.sh: the suite'"'"'s gnome-keyring (pid %s) died during the run; its log (%s):\n' \
+            "$keyring_child" "$KEYRING_LOG" >&2
+        tail -n 40 "$KEYRING_LOG" >&2
+    fi
+    # gnome-keyring-daemon does not always exit when its bus goes away: stop it when the tests are done.
+    kill "$keyring_child" 2>/dev/null || true
     return "$rc"
 }
 

@@ -1,13 +1,14 @@
 //! The typed gRPC client of the agent, over its Unix socket.
 //!
 //! This module owns finding the agent: connecting to the socket, telling "no agent is running" apart from other
-//! connection failures, and starting an agent in the background when `login` needs one. It returns typed values
-//! and errors; it never prints (the CLI's `output` module does) and never holds tokens beyond the call that
-//! returns them.
+//! connection failures, and starting an agent in the background when `login` needs one. It believes only an
+//! agent that runs as this user: every connection's server uid (`SO_PEERCRED`) is checked before a byte is sent,
+//! so a socket another user managed to put where the agent's belongs gets no token request and no login. The
+//! agent's directory and its log are opened as [`PrivateDir`] opens them (never through a planted link). It
+//! returns typed values and errors; it never prints (the CLI's `output` module does) and never holds tokens
+//! beyond the call that returns them.
 
-use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -18,6 +19,8 @@ use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tower::service_fn;
 
+use crate::config::current_uid;
+use crate::private_dir::{Open, PrivateDir, Strictness};
 use crate::proto::agent::agent_client::AgentClient;
 
 /// The client type every caller gets: the generated client over a channel to the socket.
@@ -49,6 +52,25 @@ pub enum ClientError {
         /// The socket that was tried.
         socket: PathBuf,
     },
+    /// The process serving the socket runs as another user: nothing was sent to it.
+    #[error(
+        "the process serving {} runs as uid {owner}, not as you (uid {uid}): another user may be impersonating \
+         the agent, so nothing was sent to it; stop it (or remove the socket), then start your own agent with \
+         `pachagent serve`, or point PACHAGENT_SOCKET at a directory of yours",
+        socket.display()
+    )]
+    ForeignAgent {
+        /// The socket that was tried.
+        socket: PathBuf,
+        /// The uid the server runs as.
+        owner: u32,
+        /// This user.
+        uid: u32,
+    },
+    /// The agent's directory or its log is not this user's to use (another user's, a planted link, open to
+    /// others).
+    #[error("the agent's directory cannot be trusted: {0}")]
+    UntrustedDir(#[source] crate::private_dir::Error),
     /// The socket exists but could not be connected to for another reason (permissions, a wedged agent).
     #[error("cannot connect to the agent at {}: {source}", socket.display())]
     Connect {
@@ -123,10 +145,25 @@ pub async fn channel(socket: &Path) -> Result<Channel, ClientError> {
     endpoint
         .connect_with_connector(service_fn(move |_: Uri| {
             let path = path.clone();
-            async move { Ok::<_, io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+            async move {
+                let stream = UnixStream::connect(path).await?;
+                // Before HTTP/2 sends its first byte on this connection (tonic reconnects through here too).
+                let owner = stream.peer_cred()?.uid();
+                if owner != current_uid() {
+                    return Err(io::Error::new(io::ErrorKind::PermissionDenied, ForeignServer { owner }));
+                }
+                Ok::<_, io::Error>(TokioIo::new(stream))
+            }
         }))
         .await
         .map_err(|e| classify_connect_error(socket, &e))
+}
+
+/// The connector's finding that the socket's server runs as another user (`owner`).
+#[derive(Debug, thiserror::Error)]
+#[error("the agent's socket is served by uid {owner}")]
+struct ForeignServer {
+    owner: u32,
 }
 
 /// Connects to the agent, starting one in the background when none answers.
@@ -185,6 +222,13 @@ fn classify_connect_error(socket: &Path, err: &(dyn std::error::Error + 'static)
     let mut source = Some(err);
     while let Some(e) = source {
         if let Some(io) = e.downcast_ref::<io::Error>() {
+            if let Some(foreign) = io.get_ref().and_then(|inner| inner.downcast_ref::<ForeignServer>()) {
+                return ClientError::ForeignAgent {
+                    socket: socket.to_owned(),
+                    owner: foreign.owner,
+                    uid: current_uid(),
+                };
+            }
             return match io.kind() {
                 io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
                     ClientError::AgentNotRunning { socket: socket.to_owned() }
@@ -212,9 +256,9 @@ fn start_agent(socket: &Path, config: &Path) -> Result<Child, ClientError> {
     let socket = std::path::absolute(socket).unwrap_or_else(|_| socket.to_owned());
     let config = std::path::absolute(config).unwrap_or_else(|_| config.to_owned());
     let dir = socket_dir(&socket);
-    ensure_private_dir(&dir)?;
-    let log = log_path(&socket);
-    let log_file = open_log(&log).map_err(|source| ClientError::RuntimeDir { dir: dir.clone(), source })?;
+    // Checked before anything is written there: the agent's log must not go through another user's link.
+    let dir = PrivateDir::open(&dir, Strictness::for_dir(&dir), true).map_err(ClientError::UntrustedDir)?;
+    let log_file = dir.open_file(LOG_FILE_NAME, Open::Append).map_err(ClientError::UntrustedDir)?;
     let program =
         std::env::current_exe().map_err(|source| ClientError::Spawn { program: PathBuf::from("pachagent"), source })?;
     serve_command(&program, &socket, &config)
@@ -224,30 +268,6 @@ fn start_agent(socket: &Path, config: &Path) -> Result<Child, ClientError> {
         .process_group(0)
         .spawn()
         .map_err(|source| ClientError::Spawn { program, source })
-}
-
-/// Creates the socket's directory owner-only when it is missing. An existing directory is left as it is: it
-/// may be one the user chose, and the agent checks the permissions it needs when it binds.
-fn ensure_private_dir(dir: &Path) -> Result<(), ClientError> {
-    let err = |source| ClientError::RuntimeDir { dir: dir.to_owned(), source };
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(err)?;
-    }
-    match DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        // Another process (an agent, another CLI) made it meanwhile.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(e) => return Err(err(e)),
-    }
-    // The umask can only remove bits from the mode given at creation; this makes the mode exact.
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
-}
-
-fn open_log(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).mode(0o600).open(path)
 }
 
 /// The last non-empty line of the log, so that the error names the cause without the user opening the file.
@@ -289,13 +309,16 @@ mod tests {
         assert_eq!(log_path(Path::new("agent.sock")), Path::new("./agent.log"));
     }
 
-    #[test]
-    fn a_missing_socket_dir_is_created_owner_only() {
+    #[tokio::test]
+    async fn an_agent_directory_that_is_a_link_is_refused_before_any_log_is_opened() {
         let dir = tempfile::tempdir().unwrap();
-        let run = dir.path().join("a").join("pachagent");
-        ensure_private_dir(&run).unwrap();
-        let mode = std::fs::metadata(&run).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700);
-        ensure_private_dir(&run).unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join("pachagent")).unwrap();
+        let socket = dir.path().join("pachagent").join("agent.sock");
+        let err = connect_or_start(&socket, &dir.path().join("config.toml")).await.unwrap_err();
+        assert!(matches!(err, ClientError::UntrustedDir(_)), "{err:?}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0, "no log was made through the link");
     }
 }

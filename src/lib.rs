@@ -15,6 +15,7 @@
 //! - [`daemon`]: the agent process: socket, single-instance lock, hardening, shutdown.
 //! - [`pachctl`]: pachctl's own config file: its contexts, and keeping a context's session token in step with the
 //!   agent's (opt-in), without touching anything else in it.
+//! - [`private_dir`]: owner-only directories in shared places, and files opened in them without following links.
 //! - [`client`]: the typed gRPC client of the agent's socket (starts the agent when asked).
 //! - [`cli`]: the `pachagent` command line.
 //! - [`devstack`]: `pachd-dev` and the embedded dev OpenID Provider, for development and tests only.
@@ -32,6 +33,7 @@ pub mod logging;
 pub mod oidc;
 pub mod pachctl;
 pub mod pachd;
+pub mod private_dir;
 pub mod proto;
 pub mod secret;
 pub mod store;

@@ -226,6 +226,39 @@ fn slow_loris_connections_neither_delay_the_real_callback_nor_stay_open() {
     assert!(most_sent < request_len, "a trickled request was read to its end");
 }
 
+/// Sets the agent's soft open-file limit with util-linux's prlimit (the hard one stays, so it can be raised again).
+fn limit_open_files(pid: u32, limit: usize) {
+    let status = std::process::Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--nofile={limit}:"))
+        .status()
+        .expect("prlimit (util-linux)");
+    assert!(status.success(), "prlimit failed");
+}
+
+#[test]
+fn a_flood_of_connections_that_exhausts_the_agents_file_descriptors_does_not_end_the_login() {
+    let op = TestOp::start();
+    let (_pachd, agent) = oidc_stack(&op);
+    let login = Pending::start(&agent, &["login", "--no-browser"]);
+    let pid = agent.agent_pid().unwrap();
+    let open_now = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    // Room for a few more files only.
+    limit_open_files(pid, open_now + 8);
+    // More than the descriptors left and than the listener's cap, and fewer than the kernel queues for a
+    // listener (somaxconn, 128 on older kernels), so that every connect completes at once.
+    let flood: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(("127.0.0.1", login.port)).unwrap()).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !agent.log_text().contains("accepting a connection on the login callback failed; retrying") {
+        assert!(std::time::Instant::now() < deadline, "the agent never ran out of descriptors:\n{}", agent.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    drop(flood);
+    limit_open_files(pid, 1024);
+    login.completes_as(EMAIL);
+}
+
 #[test]
 fn the_callback_listener_cannot_be_reached_on_any_address_but_127_0_0_1() {
     let op = TestOp::start();

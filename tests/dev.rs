@@ -57,6 +57,16 @@ fn pachagent_dev_logs_in_serves_another_shell_renews_and_cleans_up_on_ctrl_c() {
         .spawn()
         .unwrap();
     let out = lines(dev.stdout.take().unwrap());
+    // The agent runs inside `dev`, holding live tokens: hardened as `serve` is.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", dev.id())).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(format!("/proc/{}/status", dev.id())).unwrap().contains("Umask:\t0077") {
+        assert!(Instant::now() < deadline, "dev never set umask 077:\n{status}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", dev.id())).unwrap();
+    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+    assert_eq!(core.split_whitespace().skip(4).take(2).collect::<Vec<_>>(), ["0", "0"], "no core dumps: {core}");
     let err = lines(dev.stderr.take().unwrap());
     let who = wait_line(&out, "the login", Duration::from_secs(60), |l| l.starts_with("You are "));
     assert_eq!(who, "You are \"user:dev@example.com\"");

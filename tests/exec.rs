@@ -130,3 +130,27 @@ fn without_an_agent_nothing_runs_and_the_exit_code_is_3() {
     assert!(out.stderr.contains("pachagent serve"), "{out:#?}");
     assert!(!marker.exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_a_killed_exec_left_behind_is_removed_by_the_next_exec() {
+    let pachd = PachdDev::start(None, None);
+    let (agent, token, tmp) = logged_in_agent(&pachd).await;
+    // The command kills its exec with SIGKILL: no cleanup can run.
+    let killed = agent.cli(&["exec", "--", "sh", "-c", "kill -KILL $PPID; sleep 1"]);
+    assert_eq!(killed.code, -1, "exec itself died of the signal (no exit code): {killed:#?}");
+    let left: Vec<PathBuf> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(left.len(), 1, "the killed exec's directory: {left:?}");
+    assert_eq!(files_containing(&tmp, &token).len(), 1, "it holds a live token");
+    let name = left[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("pachagent-exec-"), "named by its pid: {name}");
+
+    // A live exec's directory is not the sweep's to remove (this test process stands in for one).
+    let alive = tmp.join(format!("pachagent-exec-{}-alive", std::process::id()));
+    std::fs::create_dir(&alive).unwrap();
+
+    let next = agent.cli(&["exec", "--", "true"]);
+    assert_eq!(next.code, 0, "{next:#?}");
+    assert!(!left[0].exists(), "the next exec removed what the killed one left");
+    assert!(alive.exists(), "a directory whose pid still runs stays");
+    assert!(files_containing(&tmp, &token).is_empty(), "no token is left on disk");
+}

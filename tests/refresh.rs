@@ -285,3 +285,29 @@ async fn a_session_that_cannot_be_renewed_warns_before_it_ends_and_says_when_it_
     assert_eq!(ended.username, "robot:nightly");
     assert_eq!(agent.cli(&["status", "--json"]).json()["sessions"][0]["state"], "expired");
 }
+
+/// OpenID Connect Core 12.2: a refresh must not change whose session it is, whether the provider names another
+/// `sub` or pachd another user (a changed email).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewal_that_would_switch_users_is_refused_and_asks_for_a_login_keeping_the_old_token() {
+    for (claim, value, reason) in [
+        ("sub", "mallory", "names another user (sub \"mallory\")"),
+        ("email", "mallory@example.com", "pachd made the renewed session \"user:mallory@example.com\"'s"),
+    ] {
+        let (op, pachd, agent) = renewable_session(Duration::from_secs(10), Keyring::Keyutils);
+        let mut client = AgentClient::new(channel(&agent).await);
+        let mut events = client.watch(WatchRequest::default()).await.unwrap().into_inner();
+        let before = get_token(&mut client, 0).await.unwrap();
+        op.forge_next_id_token(&op::Forgery::new().set(claim, value));
+        let required = next_event(&agent, &mut events, EventKind::LoginRequired, Duration::from_secs(20)).await;
+        assert!(required.detail.contains(reason), "{claim}: {}", required.detail);
+        assert_eq!(op.forged(), 1, "{claim}: the renewal got the forged ID token");
+        assert_eq!(get_token(&mut client, 0).await.unwrap(), before, "{claim}: the old token is served while it lasts");
+        assert_eq!(pachd.who_am_i(&before).await.unwrap(), "user:alice@example.com");
+        let who = agent.cli(&["whoami"]).ok().stdout.clone();
+        assert!(who.starts_with("You are \"user:alice@example.com\""), "{claim}: {who}");
+        let status = agent.cli(&["status", "--json"]).json();
+        assert_eq!(status["sessions"][0]["state"], "login_required", "{claim}: {status}");
+        assert_eq!(agent.stored("dev").await.unwrap().username, "user:alice@example.com", "{claim}: the keyring too");
+    }
+}

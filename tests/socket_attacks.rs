@@ -243,3 +243,30 @@ async fn a_watcher_that_never_reads_holds_up_no_one_and_is_told_what_it_missed()
     assert!(missed.contains("call GetStatus for the current state"), "{missed}");
     assert!(received < LOGINS, "the agent did not keep all {LOGINS} events for the stuck watcher: {received}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_largest_validity_a_request_can_ask_for_is_answered_without_harm() {
+    let pachd = PachdDev::start(None, None);
+    let (mut agent, forever) = logged_in_agent(&pachd).await;
+    let mut client = agent.grpc().await;
+    let asked = |context: &str| pb::GetTokenRequest {
+        context: context.into(),
+        min_valid_seconds: u64::MAX,
+        fit_to_lifetime: false,
+    };
+    let got = client.get_token(asked("dev")).await.expect("a token that never expires is valid long enough");
+    assert_eq!(got.into_inner().token, forever);
+
+    agent.add_context("short", &pachd.address, &[]);
+    let short = pachd.robot_token("short", 60).await;
+    agent.cli_stdin(&["login", "--context", "short", "--token-stdin"], &short).ok();
+    let err = client.get_token(asked("short")).await.expect_err("no minute-long token lasts forever");
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    assert!(err.message().contains("less than the"), "{}", err.message());
+    let fitted = pb::GetTokenRequest { fit_to_lifetime: true, ..asked("short") };
+    let got = client.get_token(fitted).await.expect("a fitted request gets what the session can give");
+    assert!(got.into_inner().min_valid_seconds <= 30, "half the token's lifetime at most");
+    assert_whoami_answers(&agent, "validities of u64::MAX seconds");
+    assert!(!agent.log_text().contains("panicked"), "{}", agent.log_text());
+    agent.stop();
+}

@@ -35,6 +35,7 @@ fn session(token: &str) -> StoredSession {
         pachd_address: "grpcs://pachd.example.com:443".to_owned(),
         issuer: Some("https://dex.example.com".to_owned()),
         refresh_token: None,
+        subject: Some("alice".to_owned()),
         stored_at: 1_800_000_000,
         retired: Vec::new(),
     }

@@ -2,7 +2,9 @@
 and errors that say what to do."""
 
 import os
+import queue
 import socket
+import threading
 import stat
 import time
 from datetime import datetime, timedelta, timezone
@@ -48,15 +50,20 @@ def test_min_valid_takes_seconds_or_a_timedelta_and_more_than_a_token_lives_says
 
 
 def test_watch_yields_the_renewals_as_they_happen(agent_env: Stack) -> None:
-    events = pachagent.watch()
-    try:
-        for event in events:
+    found: "queue.Queue[pachagent.SessionEvent]" = queue.Queue()
+
+    def first_renewal() -> None:
+        for event in pachagent.watch():
             if event.kind == "REFRESHED":
-                break
-    finally:
-        events.close()
+                found.put(event)
+                return
+
+    threading.Thread(target=first_renewal, daemon=True).start()
+    event = found.get(timeout=3 * ID_TOKEN_TTL)  # raises queue.Empty when no renewal comes
+    assert event.kind == "REFRESHED"
     assert event.context == "dev" and event.username == "user:alice@example.com"
     assert event.expiration is not None and event.at is not None
+    assert event.expiration > datetime.now(timezone.utc)
 
 
 def test_one_client_keeps_working_across_renewals_and_never_writes_its_token(agent_env: Stack) -> None:
@@ -83,8 +90,17 @@ def test_one_client_keeps_working_across_renewals_and_never_writes_its_token(age
 
 
 def test_a_client_ignores_a_stale_token_in_the_environment(agent_env: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    # pachd (and pachd-dev) refuse a call carrying two tokens ("multiple authentication token keys"), and a
+    # stale one alone: only the agent's token may go out.
     monkeypatch.setenv("PACH_PYTHON_AUTH_TOKEN", "0123456789abcdef0123456789abcdef")
+    assert Client().auth_token == "0123456789abcdef0123456789abcdef", "pachyderm_sdk itself would use it"
     assert pachagent.client().auth.who_am_i().username == "user:alice@example.com"
+
+
+def test_a_grant_never_shows_its_token(agent_env: Stack) -> None:
+    with pachagent._agent.Agent() as agent:
+        grant = agent.get_token(None, None)
+    assert grant.token and grant.token not in repr(grant)
 
 
 def test_a_context_without_a_session_says_to_log_in(agent_env: Stack) -> None:

@@ -52,8 +52,7 @@ impl Agent for AgentService {
     async fn get_token(&self, req: Request<pb::GetTokenRequest>) -> Result<Response<pb::GetTokenResponse>, Status> {
         let caller = peer::token_caller(&req);
         let req = req.into_inner();
-        // Clamped here so that no later date arithmetic can overflow: no session lives a century.
-        let min_valid = Duration::from_secs(req.min_valid_seconds.min(MAX_MIN_VALID.as_secs()));
+        let min_valid = min_valid(req.min_valid_seconds);
         let grant = self
             .engine
             .get_token(&req.context, min_valid, req.fit_to_lifetime, &caller)
@@ -222,6 +221,12 @@ impl Agent for AgentService {
 /// a token that never expires gives).
 const MAX_MIN_VALID: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
+/// A request's `min_valid_seconds` as a duration, clamped so that no later date arithmetic can overflow: no
+/// session lives a century, and a token that never expires satisfies any validity.
+fn min_valid(seconds: u64) -> Duration {
+    Duration::from_secs(seconds.min(MAX_MIN_VALID.as_secs()))
+}
+
 /// The trailing metadata key of every error's stable reason (see the proto's header).
 pub const ERROR_REASON_KEY: &str = "pachagent-error";
 
@@ -317,5 +322,36 @@ fn reason(e: &engine::Error) -> &'static str {
         engine::Error::Oidc { .. } => "provider",
         engine::Error::LoginTimedOut { .. } => "login-timed-out",
         engine::Error::LoginCancelled { .. } => "login-cancelled",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_validity_asked_for_is_clamped_to_a_century() {
+        assert_eq!(min_valid(0), Duration::ZERO);
+        assert_eq!(min_valid(600), Duration::from_secs(600));
+        assert_eq!(min_valid(u64::MAX), MAX_MIN_VALID);
+        // Whatever was asked, the engine can add it to any instant a session can have without overflowing.
+        let far = chrono::DateTime::<chrono::Utc>::from_timestamp(253_402_300_799, 0).unwrap(); // 9999-12-31
+        assert!(chrono::Duration::from_std(min_valid(u64::MAX)).ok().and_then(|d| far.checked_sub_signed(d)).is_some());
+    }
+
+    #[test]
+    fn every_error_carries_its_stable_reason() {
+        let status = to_status(&engine::Error::NotLoggedIn { context: "dev".into() });
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert_eq!(status.metadata().get(ERROR_REASON_KEY).unwrap(), "not-logged-in");
+        let beyond = engine::Error::BeyondLifetime {
+            context: "dev".into(),
+            lifetime: Duration::from_secs(60),
+            wanted: Duration::from_secs(300),
+        };
+        let status = to_status(&beyond);
+        assert_eq!(status.code(), Code::OutOfRange);
+        assert_eq!(status.metadata().get(ERROR_REASON_KEY).unwrap(), "beyond-lifetime");
+        assert!(status.message().contains("a new login will not help"), "{}", status.message());
     }
 }

@@ -28,6 +28,8 @@ const AGENT_START: Duration = Duration::from_secs(15);
 /// # Errors
 /// [`Error::Dev`] when a part cannot start; agent errors as for other commands.
 pub(super) async fn run(args: DevArgs, json: bool) -> Result<(), Error> {
+    // The agent runs in this process and holds live tokens, as `serve` does: the same hardening.
+    daemon::harden();
     let workdir = WorkDir::create().map_err(|e| failed("cannot create its temporary directory", e))?;
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -191,7 +193,10 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 fn cli_command() -> String {
     let Ok(exe) = std::env::current_exe() else { return "pachagent".to_owned() };
     let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|dir| dir.join("pachagent")).find(|candidate| candidate.is_file())
+        std::env::split_paths(&paths).map(|dir| dir.join("pachagent")).find(|candidate| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
     });
     match (found.and_then(|f| f.canonicalize().ok()), exe.canonicalize().ok()) {
         (Some(found), Some(exe)) if found == exe => "pachagent".to_owned(),
@@ -214,11 +219,12 @@ struct WorkDir(PathBuf);
 impl WorkDir {
     fn create() -> io::Result<Self> {
         use std::os::unix::fs::DirBuilderExt;
-        let path = std::env::temp_dir().join(format!("pachagent-dev-{}", std::process::id()));
-        if path.exists() {
-            std::fs::remove_dir_all(&path)?;
-        }
+        // A name nobody can guess ahead, made with `create` (which fails on anything already there, a link
+        // included), so another user cannot have planted it.
+        let name = format!("pachagent-dev-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        let path = std::env::temp_dir().join(name);
         std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         Ok(Self(path))
     }
 

@@ -152,10 +152,11 @@ pub fn logout(out: &mut dyn Write, resp: &LogoutResponse, json: bool) -> io::Res
             }
             (_, 0) => writeln!(out, "{}: was not logged in{because}", r.context)?,
             (_, n) => {
-                let earlier = match n - 1 {
-                    0 => String::new(),
-                    1 => " (the current one and 1 handed out before a renewal)".to_owned(),
-                    m => format!(" (the current one and {m} handed out before renewals)"),
+                let earlier = match (r.revoked, n - u32::from(r.revoked)) {
+                    (true, 0) => String::new(),
+                    (true, 1) => " (the current one and 1 handed out before a renewal)".to_owned(),
+                    (true, m) => format!(" (the current one and {m} handed out before renewals)"),
+                    (false, _) => " (handed out before renewals; the current one was not)".to_owned(),
                 };
                 let rest = if r.unrevoked_tokens == 0 { String::new() } else { format!("; {}", r.detail) };
                 let noun = if n == 1 { "token was" } else { "tokens were" };

@@ -65,7 +65,7 @@ pub enum RedirectHost {
     #[default]
     #[serde(rename = "127.0.0.1")]
     Loopback,
-    /// `http://localhost:PORT/callback` (the listener still binds 127.0.0.1 only).
+    /// `http://localhost:PORT/callback` (the listener binds 127.0.0.1 and [::1] on the same port).
     #[serde(rename = "localhost")]
     Localhost,
 }
@@ -727,11 +727,7 @@ fn env_path(name: &str) -> Option<PathBuf> {
 
 /// The real uid of this process.
 pub fn current_uid() -> u32 {
-    // SAFETY-free: getuid cannot fail and touches no memory of ours.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::getuid()
-    }
+    rustix::process::getuid().as_raw()
 }
 
 #[cfg(test)]

@@ -98,12 +98,18 @@ impl Error {
     }
 }
 
+/// Hardens this process for holding live tokens: no core dumps, no ptrace by same-uid processes, owner-only
+/// files (see `harden`). [`serve`] does it; so must anything else that runs the agent in-process (`dev`).
+pub fn harden() {
+    harden::apply();
+}
+
 /// Runs the agent until SIGINT/SIGTERM. The caller has set up tracing.
 ///
 /// # Errors
 /// When the socket cannot be taken, the configuration is invalid or the secret store cannot be opened.
 pub async fn serve(opts: ServeOptions, idle_exit: Option<Duration>) -> Result<(), Error> {
-    harden::apply();
+    harden();
     serve_until_idle(opts, stop_signal(), idle_exit).await
 }
 

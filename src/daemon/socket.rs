@@ -1,6 +1,10 @@
 //! The agent's socket: an owner-only directory, a single-instance lock, the socket file itself, and the filter
 //! that closes connections from any other user.
 //!
+//! The directory is opened once and checked through that handle ([`PrivateDir`]: a real directory of this user's
+//! that nobody else can write to, never a link), and the lock file and the socket are reached through it, so a
+//! directory or a link another user planted first is refused instead of written through.
+//!
 //! The lock (`<socket>.lock`, holding the owner's pid) is the authority on whether an agent is alive: a socket
 //! file without a locked lock file is stale and replaced.
 //!
@@ -8,13 +12,14 @@
 //! adopts the listening descriptor it was handed, still takes the lock beside it, and leaves the file in place
 //! when it stops, so that the next connection starts the agent again.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::ffi::{OsStr, OsString};
+use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::os::fd::{FromRawFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use rustix::fs::FileType;
 use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_stream::{Stream, StreamExt};
@@ -22,6 +27,7 @@ use tracing::warn;
 
 use super::Error;
 use crate::config::current_uid;
+use crate::private_dir::{self, Open, PrivateDir, Strictness};
 
 /// The first descriptor systemd passes (`SD_LISTEN_FDS_START` in sd_listen_fds(3)).
 const LISTEN_FDS_START: RawFd = 3;
@@ -32,8 +38,8 @@ static ADOPTED: AtomicBool = AtomicBool::new(false);
 /// Holds the single-instance lock; removes the socket file when dropped, unless systemd owns it.
 #[derive(Debug)]
 pub struct SocketGuard {
-    /// The socket file to remove: `None` for a socket systemd made and keeps.
-    socket: Option<PathBuf>,
+    /// The directory and the socket's name in it, to remove: `None` for a socket systemd made and keeps.
+    socket: Option<(PrivateDir, OsString)>,
     _lock: File,
 }
 
@@ -41,8 +47,8 @@ impl Drop for SocketGuard {
     fn drop(&mut self) {
         // The lock file stays: removing it could let a starting agent lock a fresh inode while another holds
         // the old one.
-        if let Some(socket) = &self.socket {
-            let _ = std::fs::remove_file(socket);
+        if let Some((dir, name)) = &self.socket {
+            let _ = dir.remove(name);
         }
     }
 }
@@ -80,7 +86,8 @@ pub fn activated(fallback: &Path) -> Result<Option<(UnixListener, SocketGuard)>,
              path will not reach this agent"
         );
     }
-    let lock = take_lock(&path)?;
+    let (dir, name) = open_dir(&path, false)?;
+    let lock = take_lock(&dir, &name, &path)?;
     listener.set_nonblocking(true).map_err(|e| fail(&path, format!("cannot make fd 3 non-blocking: {e}")))?;
     let listener = UnixListener::from_std(listener).map_err(|e| fail(&path, e.to_string()))?;
     Ok(Some((listener, SocketGuard { socket: None, _lock: lock })))
@@ -100,42 +107,47 @@ fn adopt_listen_fd() -> std::io::Result<std::os::unix::net::UnixListener> {
     Ok(unsafe { std::os::unix::net::UnixListener::from_raw_fd(LISTEN_FDS_START) })
 }
 
-/// Takes the single-instance lock and binds the socket (mode 0600, its directory 0700 when it is ours).
+/// Takes the single-instance lock and binds the socket (mode 0600, in a checked directory: see [`PrivateDir`]).
 ///
 /// # Errors
-/// [`Error::AlreadyRunning`] when a live agent holds the lock, [`Error::Socket`] otherwise.
+/// [`Error::AlreadyRunning`] when a live agent holds the lock, [`Error::Socket`] otherwise (a directory or file
+/// someone else planted included, named with the fix).
 pub fn bind(path: &Path) -> Result<(UnixListener, SocketGuard), Error> {
     let fail = |reason: String| Error::Socket { socket: path.to_owned(), reason };
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    prepare_dir(dir).map_err(&fail)?;
-    let lock = take_lock(path)?;
-
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            // Stale: we hold the lock, so no agent is serving it.
-            std::fs::remove_file(path).map_err(|e| fail(format!("cannot remove the stale socket: {e}")))?;
-        }
-        Ok(_) => return Err(fail("a file that is not a socket is in the way: move or remove it".into())),
-        Err(_) => {}
+    let (dir, name) = open_dir(path, true)?;
+    let lock = take_lock(&dir, &name, path)?;
+    let ours = |e: &private_dir::Entry| e.file_type == FileType::Socket && e.uid == current_uid();
+    match dir.entry(&name).map_err(|e| fail(e.to_string()))? {
+        // Stale: we hold the lock, so no agent is serving it.
+        Some(e) if ours(&e) => dir.remove(&name).map_err(|e| fail(format!("cannot remove the stale socket: {e}")))?,
+        Some(_) => return Err(fail("a file that is not a socket of yours is in the way: move or remove it".into())),
+        None => {}
     }
     let listener = UnixListener::bind(path).map_err(|e| fail(e.to_string()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| fail(format!("cannot make the socket owner-only: {e}")))?;
-    Ok((listener, SocketGuard { socket: Some(path.to_owned()), _lock: lock }))
+    // Bound by path; checked through the handle that the directory holding it is the one checked above.
+    if !dir.entry(&name).map_err(|e| fail(e.to_string()))?.is_some_and(|e| ours(&e)) {
+        return Err(fail("the socket's directory changed while the socket was being made: try again".into()));
+    }
+    dir.set_mode(&name, 0o600).map_err(|e| fail(format!("cannot make the socket owner-only: {e}")))?;
+    Ok((listener, SocketGuard { socket: Some((dir, name)), _lock: lock }))
 }
 
-/// Locks `<socket>.lock` and writes our pid into it.
-fn take_lock(path: &Path) -> Result<File, Error> {
+/// The socket's directory, opened and checked, and the socket's name in it.
+fn open_dir(path: &Path, create: bool) -> Result<(PrivateDir, OsString), Error> {
+    let fail = |reason: String| Error::Socket { socket: path.to_owned(), reason };
+    let name = path.file_name().ok_or_else(|| fail("the socket path has no file name".into()))?.to_owned();
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = PrivateDir::open(dir, Strictness::for_dir(dir), create).map_err(|e| fail(e.to_string()))?;
+    Ok((dir, name))
+}
+
+/// Locks `<socket>.lock` in `dir` and writes our pid into it.
+fn take_lock(dir: &PrivateDir, socket_name: &OsStr, path: &Path) -> Result<File, Error> {
     let fail = |reason: String| Error::Socket { socket: path.to_owned(), reason };
     let lock_path = lock_path(path);
-    let mut lock = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&lock_path)
-        .map_err(|e| fail(format!("cannot open the lock file {}: {e}", lock_path.display())))?;
+    let mut name = socket_name.to_owned();
+    name.push(".lock");
+    let mut lock = dir.open_file(&name, Open::ReadWrite).map_err(|e| fail(format!("the lock file: {e}")))?;
     match lock.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
@@ -160,37 +172,6 @@ pub fn lock_path(socket: &Path) -> PathBuf {
     let mut name = socket.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".lock");
     socket.with_file_name(name)
-}
-
-/// Creates the directory owner-only; a directory we own is (re)made 0700, and one owned by someone else is
-/// refused unless it is a sticky shared directory such as `/tmp`.
-fn prepare_dir(dir: &Path) -> Result<(), String> {
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    let meta = std::fs::metadata(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-    let uid = current_uid();
-    if meta.uid() == uid {
-        if meta.permissions().mode() & 0o777 != 0o700 && is_agent_dir(dir) {
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| format!("cannot make {} owner-only: {e}", dir.display()))?;
-        }
-        Ok(())
-    } else if meta.permissions().mode() & 0o1000 != 0 {
-        Ok(())
-    } else {
-        Err(format!("{} belongs to uid {}, not to you (uid {uid}): choose another --socket", dir.display(), meta.uid()))
-    }
-}
-
-/// Directories pachagent made for itself (the defaults), whose mode it may tighten; a directory the user named
-/// (e.g. their home) is left as it is, since the socket file itself is 0600.
-fn is_agent_dir(dir: &Path) -> bool {
-    dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("pachagent"))
 }
 
 /// Accepted connections whose peer runs as this agent's uid; any other is closed and logged.

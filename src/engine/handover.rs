@@ -24,10 +24,12 @@ pub(super) struct Revocation {
     pub revoked: u32,
     /// Tokens pachd already refused (revoked elsewhere, or expired).
     pub already_invalid: u32,
-    /// Tokens that could not be revoked and stay valid until `unrevoked_until` (`None`: one never expires).
+    /// Tokens that could not be revoked and stay valid until `unrevoked_until`.
     pub unrevoked: u32,
     /// The latest expiration among the unrevoked tokens.
     pub unrevoked_until: Option<DateTime<Utc>>,
+    /// One of the unrevoked tokens never expires.
+    pub unrevoked_forever: bool,
     /// Why they could not be revoked (pachd's error, which never quotes a token).
     pub error: Option<String>,
 }
@@ -48,10 +50,24 @@ impl SessionEngine {
         fresh
     }
 
-    /// Puts `fresh` (from [`SessionEngine::successor`], already stored) in place of the context's session. The
-    /// replaced token is revoked at once when nobody outside the agent ever got it; the check is made under the
-    /// write lock, so no hand-out can slip in between.
-    pub(super) fn swap_in(&self, ctx: &Context, mut fresh: Session) {
+    /// Puts `fresh` (from [`SessionEngine::successor`], already stored) in place of the context's session, then
+    /// stores it once more if the replaced token turned out to be one nobody got (see [`Self::swap_in`]), so
+    /// that the keyring does not keep a revoked token for a later logout to count as alive.
+    pub(super) async fn install(&self, ctx: &Context, fresh: Session) {
+        if self.swap_in(ctx, fresh) {
+            let stored = read(&self.sessions).get(&ctx.name).map(Session::to_stored);
+            if let Some(stored) = stored
+                && self.save(&ctx.name, &stored).await.is_err()
+            {
+                self.mark_out_of_sync(&ctx.name);
+            }
+        }
+    }
+
+    /// Puts `fresh` in place of the context's session. The replaced token is revoked at once when nobody outside
+    /// the agent ever got it; the check is made under the write lock, so no hand-out can slip in between.
+    /// Returns whether that happened (the stored record then still lists the revoked token).
+    fn swap_in(&self, ctx: &Context, mut fresh: Session) -> bool {
         let unseen = {
             let mut sessions = write(&self.sessions);
             let unseen = sessions
@@ -65,21 +81,34 @@ impl SessionEngine {
             sessions.insert(ctx.name.clone(), fresh);
             unseen
         };
-        let (Some(token), Ok(client)) = (unseen, self.client(ctx)) else { return };
-        let name = ctx.name.clone();
-        tokio::spawn(async move {
-            match client.revoke(&token).await {
-                Ok(_) => debug!(context = %name, "revoked the replaced token, which nobody had received"),
-                Err(e) => debug!(context = %name, error = %e, "could not revoke the replaced token"),
-            }
-        });
+        let Some(token) = unseen else { return false };
+        if let Ok(client) = self.client(ctx) {
+            let name = ctx.name.clone();
+            tokio::spawn(async move {
+                match client.revoke(&token).await {
+                    Ok(_) => debug!(context = %name, "revoked the replaced token, which nobody had received"),
+                    Err(e) => debug!(context = %name, error = %e, "could not revoke the replaced token"),
+                }
+            });
+        }
+        true
     }
 
     /// Revokes every token of `session` that pachd may still accept: the current one first, then the replaced
-    /// ones. A pachd that cannot be reached is not asked again for the rest; they are reported as unrevoked.
+    /// ones. A pachd that cannot be reached is not asked again for the rest; they are reported as unrevoked. A
+    /// session for another pachd than the context's (the context was re-pointed) sends nothing: its tokens must
+    /// never reach another cluster.
     pub(super) async fn revoke_all(&self, ctx: &Context, session: &Session) -> Revocation {
         let mut outcome = Revocation::default();
         let live = session.live_tokens(Utc::now());
+        if session.pachd_address != ctx.pachd.to_string() {
+            let why = format!(
+                "the session is for pachd at {}, but the context now points at {}, which must not receive its tokens",
+                session.pachd_address, ctx.pachd
+            );
+            unrevoked(&mut outcome, &live, why);
+            return outcome;
+        }
         let client = match self.client(ctx) {
             Ok(client) => client,
             Err(e) => {
@@ -87,19 +116,23 @@ impl SessionEngine {
                 return outcome;
             }
         };
-        for (i, token) in live.iter().enumerate() {
+        for (i, (token, current)) in live.iter().enumerate() {
             match client.revoke(&token.token).await {
                 Ok(_) => {
                     outcome.revoked += 1;
-                    outcome.current |= i == 0;
+                    outcome.current |= *current;
                 }
                 Err(pachd::Error::TokenRejected { .. } | pachd::Error::TokenExpired { .. }) => {
                     outcome.already_invalid += 1;
                 }
-                Err(e) => {
-                    warn!(context = %ctx.name, error = %e, "could not revoke the session's tokens at pachd");
+                Err(e @ pachd::Error::Unreachable { .. }) => {
+                    warn!(context = %ctx.name, error = %e, "could not reach pachd to revoke the session's tokens");
                     unrevoked(&mut outcome, &live[i..], e.to_string());
                     break;
+                }
+                Err(e) => {
+                    warn!(context = %ctx.name, error = %e, "pachd refused to revoke one of the session's tokens");
+                    unrevoked(&mut outcome, &live[i..=i], e.to_string());
                 }
             }
         }
@@ -107,9 +140,10 @@ impl SessionEngine {
     }
 }
 
-fn unrevoked(outcome: &mut Revocation, rest: &[RetiredToken], error: String) {
-    outcome.unrevoked = u32::try_from(rest.len()).unwrap_or(u32::MAX);
-    outcome.unrevoked_until =
-        if rest.iter().any(|r| r.expiration.is_none()) { None } else { rest.iter().filter_map(|r| r.expiration).max() };
+/// Records `rest` as tokens that stay valid, and why.
+fn unrevoked(outcome: &mut Revocation, rest: &[(RetiredToken, bool)], error: String) {
+    outcome.unrevoked += u32::try_from(rest.len()).unwrap_or(u32::MAX);
+    outcome.unrevoked_forever |= rest.iter().any(|(r, _)| r.expiration.is_none());
+    outcome.unrevoked_until = rest.iter().filter_map(|(r, _)| r.expiration).chain(outcome.unrevoked_until).max();
     outcome.error = Some(error);
 }

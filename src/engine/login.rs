@@ -399,7 +399,7 @@ impl SessionEngine {
             .map_err(|e| super::login_error(ctx, e))?;
         let identity = client.who_am_i(&token).await.map_err(|e| super::login_error(ctx, e))?;
         let _guard = self.context_lock(&ctx.name).lock_owned().await;
-        self.commit_login(ctx, token, identity, SessionMethod::Pachd, None).await
+        self.commit_login(ctx, token, identity, SessionMethod::Pachd, None, None).await
     }
 
     /// Trades a verified ID token with pachd and stores the session with its refresh token.
@@ -409,7 +409,8 @@ impl SessionEngine {
         let token = client.authenticate_id_token(&tokens.id_token).await.map_err(|e| super::login_error(ctx, e))?;
         let identity = client.who_am_i(&token).await.map_err(|e| super::login_error(ctx, e))?;
         let _guard = self.context_lock(&ctx.name).lock_owned().await;
-        self.commit_login(ctx, token, identity, method, tokens.refresh_token).await
+        let subject = Some(tokens.subject.clone());
+        self.commit_login(ctx, token, identity, method, tokens.refresh_token, subject).await
     }
 }
 

@@ -295,7 +295,7 @@ impl SessionEngine {
         let _guard = self.context_lock(&ctx.name).lock_owned().await;
         let client = self.client(&ctx)?;
         let identity = client.who_am_i(&token).await.map_err(|e| login_error(&ctx, e))?;
-        self.commit_login(&ctx, token, identity, SessionMethod::PachToken, None).await
+        self.commit_login(&ctx, token, identity, SessionMethod::PachToken, None, None).await
     }
 
     /// Logs in by trading an OIDC ID token with pachd (`Authenticate{id_token}`); pachd verifies it against its
@@ -329,7 +329,7 @@ impl SessionEngine {
                 )),
             });
         }
-        self.commit_login(&ctx, token, identity, SessionMethod::IdToken, None).await
+        self.commit_login(&ctx, token, identity, SessionMethod::IdToken, None, None).await
     }
 
     /// Stores and installs a new session. The caller holds the context's lock.
@@ -340,12 +340,15 @@ impl SessionEngine {
         identity: pachd::Identity,
         method: SessionMethod,
         refresh_token: Option<RefreshToken>,
+        subject: Option<String>,
     ) -> Result<LoginDone, Error> {
         let now = Utc::now();
         if identity.expiration.is_some_and(|e| e <= now) {
             return Err(Error::Expired { context: ctx.name.clone() });
         }
-        let session = self.successor(ctx, Session::new(ctx, token, identity, method, refresh_token, now), now);
+        let mut session = Session::new(ctx, token, identity, method, refresh_token, now);
+        session.subject = subject;
+        let session = self.successor(ctx, session, now);
         self.save(&ctx.name, &session.to_stored()).await?;
         let done = LoginDone {
             context: ctx.name.clone(),
@@ -355,7 +358,7 @@ impl SessionEngine {
             already_logged_in: false,
         };
         let token = session.token.clone();
-        self.swap_in(ctx, session);
+        self.install(ctx, session).await;
         self.schedule_changed.notify_one();
         self.sync_pachctl(ctx, Some(&token)).await;
         info!(context = %ctx.name, username = %done.username, method = method.as_str(), "logged in");
@@ -398,8 +401,11 @@ impl SessionEngine {
             outcome.detail = match &revocation.error {
                 Some(e) => {
                     let until = match revocation.unrevoked_until {
+                        _ if revocation.unrevoked_forever => {
+                            "with no expiry; revoke it with pachctl auth revoke".into()
+                        }
                         Some(t) => format!("until {}", t.format("%Y-%m-%d %H:%M UTC")),
-                        None => "with no expiry; revoke it with pachctl auth revoke".into(),
+                        None => "until they expire".into(),
                     };
                     let which = match revocation.unrevoked {
                         1 => "the token stays".to_owned(),

@@ -239,11 +239,20 @@ impl SessionEngine {
             oidc_error(ctx, e)
         })?;
         super::login::require_email(ctx, &tokens)?;
+        same_subject(old.subject.as_deref(), &tokens.subject).map_err(|why| oidc_error(ctx, why))?;
         let client = self.client(ctx)?;
         let token = client.authenticate_id_token(&tokens.id_token).await.map_err(|e| super::login_error(ctx, e))?;
         let identity = client.who_am_i(&token).await.map_err(|e| super::login_error(ctx, e))?;
+        if let Err(why) = same_username(&old.username, &identity.username) {
+            // pachd minted a session for someone else: it must not be served, nor left alive.
+            if let Err(e) = client.revoke(&token).await {
+                warn!(context = %ctx.name, error = %e, "could not revoke the other user's session the renewal got");
+            }
+            return Err(oidc_error(ctx, why));
+        }
         let now = Utc::now();
         let mut fresh = Session::new(ctx, token, identity, old.method, Some(latest_rt), now);
+        fresh.subject = Some(tokens.subject);
         fresh.refresh.at = fresh.expiration.map(|exp| plan_refresh(now, exp, ctx.refresh_margin, jitter()));
         let fresh = self.successor(ctx, fresh, now);
         if self.save(&ctx.name, &fresh.to_stored()).await.is_err() {
@@ -251,7 +260,7 @@ impl SessionEngine {
             self.mark_out_of_sync(&ctx.name);
         }
         let (username, expiration, token) = (fresh.username.clone(), fresh.expiration, fresh.token.clone());
-        self.swap_in(ctx, fresh);
+        self.install(ctx, fresh).await;
         self.sync_pachctl(ctx, Some(&token)).await;
         info!(context = %ctx.name, expires = ?expiration, "session refreshed");
         self.emit_with(&ctx.name, EventKind::Refreshed, now, String::new(), &username, expiration);
@@ -371,7 +380,7 @@ impl SessionEngine {
                     && exp > now
                 {
                     // Cannot be renewed: warn at each lead time (only the nearest one that has passed).
-                    let passed = ctx.expiry_warnings.iter().copied().filter(|lead| exp - to_chrono(*lead) <= now).min();
+                    let passed = ctx.expiry_warnings.iter().copied().filter(|lead| warn_at(exp, *lead) <= now).min();
                     if let Some(lead) = passed
                         && s.warned.is_none_or(|w| lead < w)
                     {
@@ -384,7 +393,7 @@ impl SessionEngine {
                         events.push((name.clone(), EventKind::ExpiringSoon, detail));
                     }
                     for lead in &ctx.expiry_warnings {
-                        let at = exp - to_chrono(*lead);
+                        let at = warn_at(exp, *lead);
                         if at > now {
                             soonest(at);
                         }
@@ -419,6 +428,29 @@ impl SessionEngine {
     }
 }
 
+/// OpenID Connect Core 12.2: the ID token a refresh returns must name the same user (`sub`) as the session it
+/// renews. A session stored before pachagent kept the `sub` has none to compare; its pachd username still is.
+fn same_subject(session: Option<&str>, renewed: &str) -> Result<(), crate::oidc::Error> {
+    match session {
+        Some(sub) if sub != renewed => Err(crate::oidc::Error::InvalidIdToken(format!(
+            "the renewal's ID token names another user (sub {renewed:?}) than the session it renews (sub {sub:?}): \
+             the provider must not switch users on a refresh (OpenID Connect Core 12.2)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The session pachd minted for a renewal must be for the user the session was for.
+fn same_username(session: &str, renewed: &str) -> Result<(), crate::oidc::Error> {
+    if session == renewed {
+        return Ok(());
+    }
+    Err(crate::oidc::Error::InvalidIdToken(format!(
+        "pachd made the renewed session {renewed:?}'s, but the session being renewed is {session:?}'s (the ID token's \
+         email changed): a renewal must not switch users"
+    )))
+}
+
 /// The error for a validity a session cannot give: beyond what any of its tokens lives (a renewable session's
 /// tokens all live about as long, so no login helps), or merely more than this token has left.
 fn too_short_for(session: Option<&Session>, name: &str, wanted: Duration, now: DateTime<Utc>) -> Error {
@@ -431,8 +463,10 @@ fn too_short_for(session: Option<&Session>, name: &str, wanted: Duration, now: D
     }
 }
 
-fn to_chrono(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+/// When to warn `lead` before `exp`; the earliest representable instant for a lead longer than the calendar
+/// (a configured warning of a million years must not overflow the scheduler).
+fn warn_at(exp: DateTime<Utc>, lead: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(lead).ok().and_then(|l| exp.checked_sub_signed(l)).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 #[cfg(test)]
@@ -469,6 +503,25 @@ mod tests {
         assert_eq!(backoff(3, 0.5), Duration::from_secs(8));
         assert_eq!(backoff(30, 0.5), Duration::from_secs(60));
         assert!(backoff(1, 0.0) >= Duration::from_millis(1600) && backoff(1, 1.0) <= Duration::from_millis(2400));
+    }
+
+    #[test]
+    fn an_expiry_warning_longer_than_the_calendar_is_due_at_once_instead_of_overflowing() {
+        assert_eq!(warn_at(t(100), Duration::from_secs(40)), t(60));
+        assert_eq!(warn_at(t(100), Duration::MAX), DateTime::<Utc>::MIN_UTC);
+        assert_eq!(warn_at(t(100), Duration::from_secs(u64::MAX / 2)), DateTime::<Utc>::MIN_UTC);
+    }
+
+    #[test]
+    fn a_renewal_must_name_the_user_the_session_was_for() {
+        assert!(same_subject(Some("alice"), "alice").is_ok());
+        assert!(same_subject(None, "whoever").is_ok(), "a record from before subjects were kept");
+        let err = same_subject(Some("alice"), "mallory").unwrap_err();
+        assert!(err.ends_renewal(), "a provider switching users is not a hiccup to retry");
+        assert!(err.to_string().contains("\"mallory\"") && err.to_string().contains("\"alice\""), "{err}");
+        assert!(same_username("user:a@x.com", "user:a@x.com").is_ok());
+        let err = same_username("user:a@x.com", "user:m@x.com").unwrap_err();
+        assert!(err.ends_renewal() && err.to_string().contains("user:m@x.com"), "{err}");
     }
 
     #[test]

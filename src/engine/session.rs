@@ -16,8 +16,9 @@ use crate::store::{RetiredToken, StoredSession};
 /// How many replaced tokens a session keeps for its logout. Renewals come when a quarter of a token's life is
 /// left, so normally one or two are alive at a time; callers forcing renewals with `min_valid` make more. Past
 /// this many, the one that expires first is no longer tracked (it keeps working until it expires by itself:
-/// its holder matters more than revoking it early), which keeps the keyring record small.
-pub(super) const MAX_RETIRED: usize = 64;
+/// its holder matters more than revoking it early). Sixteen cost about 1.3 KB of the record, which the kernel
+/// keyutils store counts against a 20,000-byte quota for all of an ordinary user's keys.
+pub(super) const MAX_RETIRED: usize = 16;
 
 /// What pachd last said of the token; `Expired` is also derived from the clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +50,8 @@ pub(super) struct Session {
     pub pachd_address: String,
     pub issuer: Option<String>,
     pub refresh_token: Option<RefreshToken>,
+    /// The provider's `sub` for the user, for OIDC sessions (older records lack it).
+    pub subject: Option<String>,
     pub verdict: Verdict,
     pub last_error: Option<String>,
     /// When pachd minted this token (its lifetime is `expiration - issued_at`).
@@ -83,11 +86,13 @@ impl Session {
             pachd_address: ctx.pachd.to_string(),
             issuer: ctx.issuer.clone(),
             refresh_token,
+            subject: None,
             verdict: Verdict::Valid,
             last_error: None,
             issued_at: now,
             refresh: RefreshPlan::default(),
-            handed_out: Arc::new(AtomicBool::new(false)),
+            // A token the user handed in is theirs already.
+            handed_out: Arc::new(AtomicBool::new(method == SessionMethod::PachToken)),
             retired: Vec::new(),
             warned: None,
             expiry_announced: false,
@@ -103,6 +108,7 @@ impl Session {
             pachd_address: stored.pachd_address,
             issuer: stored.issuer,
             refresh_token: stored.refresh_token,
+            subject: stored.subject,
             verdict: Verdict::Valid,
             last_error: None,
             issued_at: DateTime::from_timestamp(stored.stored_at, 0).unwrap_or_else(Utc::now),
@@ -126,6 +132,7 @@ impl Session {
             pachd_address: self.pachd_address.clone(),
             issuer: self.issuer.clone(),
             refresh_token: self.refresh_token.clone(),
+            subject: self.subject.clone(),
             stored_at: self.issued_at.timestamp(),
             retired: self.retired.clone(),
         }
@@ -178,15 +185,17 @@ impl Session {
     }
 
     /// The replaced tokens a session taking over from this one must keep for its logout: this session's own
-    /// token (unless the new session has the very same one) and its earlier ones, less those expired by `now`;
-    /// the soonest to expire go first when there are more than [`MAX_RETIRED`].
+    /// token (unless the new session has the very same one, or the user handed it in: a robot token is theirs to
+    /// keep, and no later logout of another session revokes it) and its earlier ones, less those expired by
+    /// `now`; the soonest to expire go first when there are more than [`MAX_RETIRED`].
     pub fn retired_after(&self, now: DateTime<Utc>, successor: &PachToken) -> Vec<RetiredToken> {
-        let own = RetiredToken { token: self.token.clone(), expiration: self.expiration };
+        let own = (self.method != SessionMethod::PachToken)
+            .then(|| RetiredToken { token: self.token.clone(), expiration: self.expiration });
         let mut retired: Vec<RetiredToken> = self
             .retired
             .iter()
             .cloned()
-            .chain(std::iter::once(own))
+            .chain(own)
             .filter(|r| r.expiration.is_none_or(|e| e > now))
             .filter(|r| r.token.expose_secret() != successor.expose_secret())
             .collect();
@@ -204,12 +213,13 @@ impl Session {
         retired
     }
 
-    /// Every token of the session pachd may still accept at `now`: the current one, then the replaced ones.
-    pub fn live_tokens(&self, now: DateTime<Utc>) -> Vec<RetiredToken> {
+    /// Every token of the session pachd may still accept at `now`, each with whether it is the current one: the
+    /// current one first (unless it has expired), then the replaced ones.
+    pub fn live_tokens(&self, now: DateTime<Utc>) -> Vec<(RetiredToken, bool)> {
         let current = RetiredToken { token: self.token.clone(), expiration: self.expiration };
-        std::iter::once(current)
-            .chain(self.retired.iter().cloned())
-            .filter(|r| r.expiration.is_none_or(|e| e > now))
+        std::iter::once((current, true))
+            .chain(self.retired.iter().cloned().map(|r| (r, false)))
+            .filter(|(r, _)| r.expiration.is_none_or(|e| e > now))
             .collect()
     }
 }
@@ -272,7 +282,33 @@ mod tests {
             RetiredToken { token: PachToken::new("dead".into()), expiration: Some(t(5)) },
             RetiredToken { token: PachToken::new("alive".into()), expiration: Some(t(50)) },
         ];
-        assert_eq!(tokens(&s.live_tokens(t(20))), ["now", "alive"]);
+        let live = s.live_tokens(t(20));
+        let names: Vec<(&str, bool)> = live.iter().map(|(r, current)| (r.token.expose_secret(), *current)).collect();
+        assert_eq!(names, [("now", true), ("alive", false)]);
+        // Once the current token has expired, what is left to revoke is only replaced ones.
+        let names: Vec<bool> = s.live_tokens(t(150)).iter().map(|(_, current)| *current).collect();
+        assert!(names.is_empty(), "everything ended by 150 s");
+        s.retired.push(RetiredToken { token: PachToken::new("robot".into()), expiration: None });
+        let later = s.live_tokens(t(150));
+        assert_eq!(later.len(), 1);
+        assert!(!later[0].1, "the one left is not the current token");
+    }
+
+    #[test]
+    fn a_token_the_user_handed_in_is_theirs_it_is_never_retired_or_revoked_by_a_new_login() {
+        let toml = "[contexts.dev]\npachd_address = \"grpc://127.0.0.1:30650\"\n";
+        let config = crate::config::Config::from_toml(std::path::Path::new("config.toml"), toml).unwrap();
+        let identity = Identity { username: "robot:ci".into(), expiration: None };
+        let robot = Session::new(
+            config.context("dev").unwrap(),
+            PachToken::new("robot".into()),
+            identity,
+            SessionMethod::PachToken,
+            None,
+            t(0),
+        );
+        assert!(robot.was_handed_out(), "the user has it: a new login must not revoke it as unseen");
+        assert!(robot.retired_after(t(1), &PachToken::new("next".into())).is_empty(), "nor keep it for a logout");
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! The loopback listener the provider sends the browser back to at the end of a login.
 //!
-//! It binds 127.0.0.1 only, answers exactly one valid callback — a GET of `/callback` on the loopback host it
+//! It binds 127.0.0.1, and also [::1] on the same port when the redirect URI says `localhost` (a browser may
+//! resolve that to either, and a port left free on one family is a port another local user can take to receive
+//! the code). At most [`MAX_CONNECTIONS`] requests are served at once (more wait in the kernel's queue), and an
+//! accept that fails (out of file descriptors) is retried after a pause instead of ending the login. It answers
+//! exactly one valid callback — a GET of `/callback` on the loopback host it
 //! announced, carrying the login's `state` once — and turns everything else away with a 400 page while the login
 //! keeps waiting: a forged or replayed `state`, a missing `code`, a duplicated parameter, a `Host` of another name
 //! (DNS rebinding), another method, a request a web page made rather than a top-level navigation, a request
@@ -9,7 +13,7 @@
 //! has arrived.
 
 use std::convert::Infallible;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,7 +25,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{debug, warn};
 
 use super::Error;
@@ -43,10 +47,23 @@ const MAX_REQUEST_BYTES: usize = 16 * 1024;
 /// How long the browser's page waits for the login to finish after the callback.
 const RESULT_WAIT: Duration = Duration::from_secs(60);
 
+/// Requests served at once. A browser opens one or two connections; more are a flood, which waits in the
+/// kernel's queue (a slow one is cut after [`HEADER_TIMEOUT`]) instead of costing the agent a task and a file
+/// descriptor each.
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// The pause after a failed accept (e.g. EMFILE) before the next one: long enough not to spin, short enough
+/// that the browser's redirect is picked up as soon as descriptors free up.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// How many random ports are tried for a `localhost` listener before giving up, when each one is taken on
+/// [::1] by someone else.
+const RANDOM_PORT_TRIES: usize = 16;
+
 /// A bound loopback listener, not yet serving.
 #[derive(Debug)]
 pub struct CallbackListener {
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     port: u16,
     host: RedirectHost,
 }
@@ -97,28 +114,49 @@ impl Responder {
     }
 }
 
-/// Binds 127.0.0.1 on the first free port of `ports` (tried in order), or on a random port when `ports` is
-/// empty.
+/// Binds 127.0.0.1 (and [::1], for `localhost`) on the first port of `ports` (tried in order) that is free on
+/// both, or on a random port when `ports` is empty.
 ///
 /// # Errors
 /// [`Error::Listener`] naming the ports that were busy and the fix.
 pub async fn bind(ports: &[u16], host: RedirectHost) -> Result<CallbackListener, Error> {
-    let candidates: Vec<u16> = if ports.is_empty() { vec![0] } else { ports.to_vec() };
+    let candidates: Vec<u16> = if ports.is_empty() { vec![0; RANDOM_PORT_TRIES] } else { ports.to_vec() };
     let mut failures = Vec::new();
     for port in candidates {
-        match TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await {
-            Ok(listener) => {
-                let port = listener.local_addr().map_err(|e| Error::Listener(e.to_string()))?.port();
-                return Ok(CallbackListener { listener, port, host });
-            }
+        match bind_port(port, host).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) if port == 0 => failures.push(e),
             Err(e) => failures.push(format!("{port} ({e})")),
         }
     }
+    failures.dedup();
+    let families = match host {
+        RedirectHost::Loopback => "127.0.0.1",
+        RedirectHost::Localhost => "127.0.0.1 and [::1]",
+    };
     Err(Error::Listener(format!(
-        "cannot listen for the login redirect on 127.0.0.1 port {}: free one of them or change redirect_ports in the \
-         context (each must be registered at the provider)",
+        "cannot listen for the login redirect on {families} port {}: free one of them or change redirect_ports in \
+         the context (each must be registered at the provider)",
         failures.join(", ")
     )))
+}
+
+/// One port on the families `host` needs; with port 0, the one the kernel picks for 127.0.0.1.
+async fn bind_port(port: u16, host: RedirectHost) -> Result<CallbackListener, String> {
+    let v4 = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await.map_err(|e| e.to_string())?;
+    let port = v4.local_addr().map_err(|e| e.to_string())?.port();
+    let mut listeners = vec![v4];
+    if host == RedirectHost::Localhost {
+        match TcpListener::bind(SocketAddr::from((Ipv6Addr::LOCALHOST, port))).await {
+            Ok(v6) => listeners.push(v6),
+            // No IPv6 loopback on this machine: no browser reaches [::1] here, and nobody can listen there.
+            Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                debug!("no IPv6 loopback: the login listener binds 127.0.0.1 only");
+            }
+            Err(e) => return Err(format!("{port} is taken on [::1] ({e}), where a browser may send localhost")),
+        }
+    }
+    Ok(CallbackListener { listeners, port, host })
 }
 
 impl CallbackListener {
@@ -141,18 +179,47 @@ impl CallbackListener {
         let (tx, mut rx) = mpsc::channel(1);
         let shared = Arc::new(Shared {
             state: state.as_bytes().to_vec(),
-            hosts: [format!("127.0.0.1:{}", self.port), format!("localhost:{}", self.port)],
+            hosts: [
+                format!("127.0.0.1:{}", self.port),
+                format!("localhost:{}", self.port),
+                format!("[::1]:{}", self.port),
+            ],
             delivered: Mutex::new(Some(tx)),
         });
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let mut failed_accepts = 0u64;
         loop {
-            tokio::select! {
+            // A slot before an accept: past the cap, connections wait in the kernel's queue.
+            let slot = tokio::select! {
                 delivered = rx.recv() => {
                     return delivered.ok_or_else(|| Error::Listener("the callback listener stopped".into()));
                 }
-                accepted = self.listener.accept() => {
-                    let (stream, peer) = accepted.map_err(|e| Error::Listener(format!("accepting the redirect failed: {e}")))?;
+                slot = Arc::clone(&slots).acquire_owned() => {
+                    slot.map_err(|_| Error::Listener("the callback listener stopped".into()))?
+                }
+            };
+            let accepted = tokio::select! {
+                delivered = rx.recv() => {
+                    return delivered.ok_or_else(|| Error::Listener("the callback listener stopped".into()));
+                }
+                accepted = accept_any(&self.listeners) => accepted,
+            };
+            match accepted {
+                Err(e) => {
+                    // Out of descriptors, a connection reset before it was accepted: none of it ends the login.
+                    // Said once at warn; a flood of them is somebody's doing and must not flood the log too.
+                    failed_accepts += 1;
+                    if failed_accepts == 1 {
+                        warn!(error = %e, "accepting a connection on the login callback failed; retrying");
+                    } else {
+                        debug!(error = %e, failed_accepts, "accepting a connection on the login callback failed again");
+                    }
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                }
+                Ok((stream, peer)) => {
                     let shared = Arc::clone(&shared);
                     tokio::spawn(async move {
+                        let _slot = slot;
                         let service = service_fn(move |req| handle(req, Arc::clone(&shared)));
                         let served = http1::Builder::new()
                             .timer(TokioTimer::new())
@@ -171,9 +238,21 @@ impl CallbackListener {
     }
 }
 
+/// The next connection on any of the listeners (one or two).
+async fn accept_any(listeners: &[TcpListener]) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listeners {
+        [one] => one.accept().await,
+        [first, second, ..] => tokio::select! {
+            accepted = first.accept() => accepted,
+            accepted = second.accept() => accepted,
+        },
+        [] => std::future::pending().await,
+    }
+}
+
 struct Shared {
     state: Vec<u8>,
-    hosts: [String; 2],
+    hosts: [String; 3],
     delivered: Mutex<Option<mpsc::Sender<(Callback, Responder)>>>,
 }
 

@@ -142,6 +142,8 @@ pub struct Tokens {
     pub refresh_token: Option<RefreshToken>,
     /// The `email` claim, from which pachd names the user.
     pub email: Option<String>,
+    /// The `sub` claim: who the provider says the user is, for good (a renewal must not change it).
+    pub subject: String,
     /// When the ID token expires.
     pub expires_at: DateTime<Utc>,
 }
@@ -413,6 +415,7 @@ impl Provider {
         self.check_authorized_party(claims)?;
         Ok(Tokens {
             email: claims.email().map(|e| e.as_str().to_owned()),
+            subject: claims.subject().as_str().to_owned(),
             expires_at: claims.expiration(),
             id_token: IdToken::new(raw),
             refresh_token: response.refresh_token().map(|t| RefreshToken::new(t.secret().clone())),

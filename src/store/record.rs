@@ -37,6 +37,8 @@ pub struct StoredSession {
     pub issuer: Option<String>,
     /// The provider's refresh token, when the session can be renewed without the user.
     pub refresh_token: Option<RefreshToken>,
+    /// The ID token's `sub` of an OIDC session: renewals must keep it (OpenID Connect Core 12.2).
+    pub subject: Option<String>,
     /// When this record was written, in unix seconds.
     pub stored_at: i64,
     /// Tokens of this session that renewals replaced but that were handed out and have not expired yet: pachd
@@ -87,6 +89,8 @@ struct RecordOut<'a> {
     issuer: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
     stored_at: i64,
     /// Absent when empty; builds before it ignore it (and so forget those tokens, which expire by themselves).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -109,6 +113,8 @@ struct RecordV1 {
     issuer: Option<String>,
     #[serde(default)]
     refresh_token: Option<String>,
+    #[serde(default)]
+    subject: Option<String>,
     stored_at: i64,
     #[serde(default)]
     retired: Vec<RetiredIn>,
@@ -136,6 +142,7 @@ pub(super) fn encode(context: &str, session: &StoredSession) -> Result<Zeroizing
         pachd_address: &session.pachd_address,
         issuer: session.issuer.as_deref(),
         refresh_token: session.refresh_token.as_ref().map(|t| t.expose_secret()),
+        subject: session.subject.as_deref(),
         stored_at: session.stored_at,
         retired: session
             .retired
@@ -155,6 +162,7 @@ pub(super) fn encode(context: &str, session: &StoredSession) -> Result<Zeroizing
             + out.pachd_address.len()
             + out.issuer.map_or(0, str::len)
             + out.refresh_token.map_or(0, str::len)
+            + out.subject.map_or(0, str::len)
             + out.retired.iter().map(|r| 48 + r.token.len()).sum::<usize>());
     let mut buf = Zeroizing::new(Vec::with_capacity(estimate));
     serde_json::to_writer(&mut *buf, &out).map_err(|e| Error::Corrupt {
@@ -190,18 +198,20 @@ pub(super) fn decode(context: &str, bytes: &[u8]) -> Result<StoredSession, Error
                 (None, Some(secs)) => Some(DateTime::from_timestamp(secs, 0).ok_or_else(out_of_range)?),
                 (None, None) => None,
             };
+            // One unreadable entry costs only itself: the session and the other tokens stay.
             let retired = r
                 .retired
                 .into_iter()
-                .map(|t| {
-                    let expiration = t.expiration_ms.map(DateTime::from_timestamp_millis);
-                    match expiration {
-                        Some(None) => Err(out_of_range()),
-                        Some(Some(e)) => Ok(RetiredToken { token: PachToken::new(t.token), expiration: Some(e) }),
-                        None => Ok(RetiredToken { token: PachToken::new(t.token), expiration: None }),
+                .filter_map(|t| match t.expiration_ms.map(DateTime::from_timestamp_millis) {
+                    Some(None) => {
+                        tracing::warn!(context, "a replaced token's expiration is out of range; it is dropped");
+                        None
+                    }
+                    expiration => {
+                        Some(RetiredToken { token: PachToken::new(t.token), expiration: expiration.flatten() })
                     }
                 })
-                .collect::<Result<Vec<_>, _>>()?;
+                .collect();
             Ok(StoredSession {
                 pach_token: PachToken::new(r.pach_token),
                 username: r.username,
@@ -210,6 +220,7 @@ pub(super) fn decode(context: &str, bytes: &[u8]) -> Result<StoredSession, Error
                 pachd_address: r.pachd_address,
                 issuer: r.issuer,
                 refresh_token: r.refresh_token.map(RefreshToken::new),
+                subject: r.subject,
                 stored_at: r.stored_at,
                 retired,
             })

@@ -16,6 +16,7 @@ fn session() -> StoredSession {
         pachd_address: "grpcs://pachd.example.com:443".to_owned(),
         issuer: Some("https://dex.example.com".to_owned()),
         refresh_token: None,
+        subject: Some("alice".to_owned()),
         stored_at: 1_800_000_000,
         retired: Vec::new(),
     }
@@ -53,6 +54,15 @@ fn replaced_tokens_someone_may_hold_round_trip_with_their_expirations() {
             ("bbbbbbbbbbbb4bbbbbbbbbbbbbbbbbbb".to_owned(), None),
         ]
     );
+    // One entry with an impossible expiration costs only itself.
+    let raw = format!(
+        r#"{{"v":1,"pach_token":"{TOKEN}","username":"u","expiration":null,"method":"oidc","pachd_address":"a",
+            "stored_at":1,"retired":[{{"token":"bad","expiration_ms":9223372036854775807}},
+            {{"token":"good","expiration_ms":1900000000000}}]}}"#
+    );
+    let back = decode("prod", raw.as_bytes()).unwrap();
+    let kept: Vec<&str> = back.retired.iter().map(|r| r.token.expose_secret()).collect();
+    assert_eq!(kept, ["good"]);
     // A record without any keeps the field out, so the bytes older builds wrote and read do not change.
     let plain: serde_json::Value = serde_json::from_slice(&encode("prod", &session()).unwrap()).unwrap();
     assert!(plain.get("retired").is_none(), "{plain}");

@@ -22,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{CliOutput, signal};
+use crate::support::{CliOutput, process_mentions, signal};
 
 /// Where gnome-keyring comes from when it is missing.
 const INSTALL_KEYRING: &str = "apt-get install dbus gnome-keyring (or run the tests with scripts/test.sh, which \
@@ -79,9 +79,12 @@ agent=$!
 printf '%s\n' "$agent" >"$STATE/agent.pid.new" && mv "$STATE/agent.pid.new" "$STATE/agent.pid"
 wait "$agent"
 rc=$?
-# Wake gnome-keyring in case a test froze it, then stop it.
-kill -CONT "$keyring" 2>/dev/null
-kill "$keyring" 2>/dev/null
+# Wake gnome-keyring in case a test froze it, then stop it: if it is still ours. A test may have killed it, and its
+# pid may belong to another process by now (pids wrap at 32768), such as another test's keyring.
+if tr '\0' '\n' <"/proc/$keyring/environ" 2>/dev/null | grep -qxF "XDG_RUNTIME_DIR=$XDG_RUNTIME_DIR"; then
+    kill -CONT "$keyring" 2>/dev/null
+    kill "$keyring" 2>/dev/null
+fi
 exit "$rc"
 "#;
 
@@ -315,9 +318,24 @@ impl AgentIn {
         self.agent_pid.expect("the agent has been started")
     }
 
+    /// Whether `pid` is still this test's agent (not a process given its pid after it ended).
+    fn is_our_agent(&self, pid: u32) -> bool {
+        process_mentions(pid, &self.socket.display().to_string())
+    }
+
+    /// Whether `pid` is still this test's private gnome-keyring (or one its bus activated): a gnome-keyring whose
+    /// runtime directory is this session's.
+    fn is_our_keyring(&self, pid: u32) -> bool {
+        let run = self.dir.path().join("keyring-session").join("run");
+        is_gnome_keyring(pid) && process_mentions(pid, &format!("XDG_RUNTIME_DIR={}", run.display()))
+    }
+
     /// SIGTERM to the agent; returns its exit code and how long it took to exit. Fails after `within`.
     pub fn stop(&mut self, within: Duration) -> (i32, Duration) {
-        signal(self.pid(), libc::SIGTERM);
+        let pid = self.pid();
+        if self.is_our_agent(pid) {
+            signal(pid, libc::SIGTERM);
+        }
         let asked = Instant::now();
         loop {
             if let Some(code) = self.exited() {
@@ -338,6 +356,7 @@ impl AgentIn {
     pub fn kill(&mut self) {
         if let Some(pid) = self.agent_pid
             && self.child.is_some()
+            && self.is_our_agent(pid)
         {
             signal(pid, libc::SIGKILL);
         }
@@ -351,7 +370,7 @@ impl AgentIn {
         }
         // The session script stops gnome-keyring when the agent ends; this is for when it could not.
         if let Some(pid) = self.keyring_pid.take()
-            && is_gnome_keyring(pid)
+            && self.is_our_keyring(pid)
         {
             signal(pid, libc::SIGCONT);
             signal(pid, libc::SIGKILL);
@@ -518,22 +537,26 @@ impl AgentIn {
     }
 
     /// Stops the private gnome-keyring with SIGSTOP: still on the bus, never answering.
+    #[track_caller]
     pub fn freeze_keyring(&self) {
         let pid = self.keyring_pid.expect("a private keyring session");
+        assert!(self.is_our_keyring(pid), "the private gnome-keyring {pid} is gone:\n{}", self.log_text());
         signal(pid, libc::SIGSTOP);
     }
 
     /// Lets a frozen gnome-keyring run again.
     pub fn thaw_keyring(&self) {
         let pid = self.keyring_pid.expect("a private keyring session");
-        if is_gnome_keyring(pid) {
+        if self.is_our_keyring(pid) {
             signal(pid, libc::SIGCONT);
         }
     }
 
     /// Kills the private gnome-keyring (SIGKILL), as a crash or an OOM kill would: its bus name goes away.
+    #[track_caller]
     pub fn kill_keyring(&mut self) {
         let pid = self.keyring_pid.take().expect("a private keyring session");
+        assert!(self.is_our_keyring(pid), "the private gnome-keyring {pid} is gone:\n{}", self.log_text());
         signal(pid, libc::SIGKILL);
         let deadline = Instant::now() + Duration::from_secs(10);
         while is_gnome_keyring(pid) && Instant::now() < deadline {

@@ -8,6 +8,7 @@ pub mod chromium;
 pub mod issuer;
 pub mod keyring_env;
 pub mod op;
+pub mod other_user;
 pub mod tls;
 
 use std::io::{BufRead, BufReader, Write};
@@ -333,6 +334,11 @@ impl TestAgent {
         panic!("the agent did not stop within 15 s of SIGTERM:\n{}", self.log_text());
     }
 
+    /// The pid of the agent this harness started.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL: the agent gets no chance to clean up.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -440,7 +446,11 @@ impl TestAgent {
 impl Drop for TestAgent {
     fn drop(&mut self) {
         self.kill();
-        if let Some(pid) = self.locked_pid() {
+        // Only the agent of this test: the lock file may name a pid that has ended and been given to another
+        // process since (pids wrap at 32768 here), and a SIGKILL to that one fails some other test.
+        if let Some(pid) = self.locked_pid()
+            && process_mentions(pid, &self.socket.display().to_string())
+        {
             signal(pid, libc::SIGKILL);
         }
         // Leave no entry of this test's keyring service behind. Entries in a private keyring go away with it; the
@@ -465,6 +475,14 @@ impl Drop for TestAgent {
             let _ = cleanup.join();
         }
     }
+}
+
+/// Whether process `pid` still is the one a test means: its command line or environment contains `needle`
+/// (a path of that test's own). A pid read from a file may have ended and been given to another process since.
+pub fn process_mentions(pid: u32, needle: &str) -> bool {
+    let read = |what: &str| std::fs::read(format!("/proc/{pid}/{what}")).unwrap_or_default();
+    let needle = needle.as_bytes();
+    [read("cmdline"), read("environ")].iter().any(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
 }
 
 pub fn signal(pid: u32, sig: i32) {

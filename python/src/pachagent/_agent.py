@@ -1,7 +1,7 @@
 """Calls to the agent over its socket, with the agent's refusals turned into pachagent's exceptions."""
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator, Optional, Union
@@ -66,9 +66,9 @@ class SessionEvent:
 
 @dataclass(frozen=True)
 class Grant:
-    """A token handed out by the agent, with what a client needs to use it."""
+    """A token handed out by the agent, with what a client needs to use it. Its repr never shows the token."""
 
-    token: str
+    token: str = field(repr=False)
     context: str
     username: str
     expiration: Optional[datetime]

@@ -18,6 +18,7 @@ import grpc
 from pachyderm_sdk import Client
 
 from ._agent import Agent, Grant
+from .errors import AgentError, PachagentError
 
 #: The token metadata key pachd reads.
 TOKEN_KEY = "authn-token"
@@ -28,6 +29,8 @@ _REFRESH_FRACTION = 0.25
 _MIN_LEFT = timedelta(seconds=5)
 #: ... and never waiting for less than this (long sessions: ask again a minute before the end).
 _MAX_LEFT = timedelta(seconds=60)
+#: After the agent could not be asked, the cached token (while still valid) is used this long before asking again.
+_RETRY = timedelta(seconds=2)
 
 
 class TokenSource:
@@ -56,10 +59,21 @@ class TokenSource:
         return grant.expiration - cls._lead(grant)
 
     def current(self) -> str:
-        """A token the agent vouches for now, fetching a new one when the cached one is close to its end."""
+        """A token the agent vouches for now, fetching a new one when the cached one is close to its end.
+
+        When the agent cannot be asked (restarting, say), the cached token is used for as long as it is still
+        valid, and the agent is asked again every couple of seconds; only then does the error reach the caller.
+        """
         with self._lock:
-            if self._renew_at is not None and datetime.now(timezone.utc) >= self._renew_at:
-                self._refetch()
+            now = datetime.now(timezone.utc)
+            if self._renew_at is not None and now >= self._renew_at:
+                try:
+                    self._refetch()
+                except PachagentError:
+                    expiration = self._grant.expiration
+                    if expiration is None or expiration - now <= _MIN_LEFT / 5:
+                        raise
+                    self._renew_at = now + _RETRY
             return self._grant.token
 
     def forget(self, token: str) -> None:
@@ -71,6 +85,13 @@ class TokenSource:
     def _refetch(self) -> None:
         # Fitted: a session whose tokens live less than twice the lead gets what it can give.
         grant = self._agent.get_token(self._context, max(self._lead(self._grant), _MIN_LEFT), fit_to_lifetime=True)
+        if grant.pachd_address != self._grant.pachd_address:
+            # The context was re-pointed: this client's channel still goes to the first cluster, which must not
+            # receive the other one's token.
+            raise AgentError(
+                f"the context {self._context!r} now points at {grant.pachd_address}, not at "
+                f"{self._grant.pachd_address} where this client connects: make a new pachagent.client()"
+            )
         self._grant, self._renew_at = grant, self._plan(grant)
 
 

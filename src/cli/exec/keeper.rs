@@ -26,17 +26,17 @@ const RECONNECT: Duration = Duration::from_secs(2);
 /// What the keeper needs to know about the command's session.
 pub(super) struct Keeper {
     /// The agent's socket.
-    pub socket: PathBuf,
+    socket: PathBuf,
     /// The context, as the agent resolved it at the start (a later `context use` does not move the command).
-    pub context: String,
+    context: String,
     /// pachd's address, which the file's context must keep pointing at.
-    pub pachd_address: String,
+    pachd_address: String,
     /// The private config file.
-    pub file: PathBuf,
+    file: PathBuf,
     /// What went wrong last, so each kind of trouble is reported once, not every poll.
-    pub last_problem: Option<String>,
+    last_problem: Option<String>,
     /// Held by every write for its whole length, on the thread that writes; `false` once the command has ended.
-    pub gate: WriteGate,
+    gate: WriteGate,
 }
 
 /// Lets the end of `exec` wait for a write in progress and forbid later ones before it removes the directory
@@ -52,11 +52,26 @@ impl WriteGate {
     /// Waits for the write in progress, if any, and refuses every later one.
     pub(super) async fn close(&self) {
         let gate = Arc::clone(&self.0);
-        let _ = tokio::task::spawn_blocking(move || *gate.lock().unwrap_or_else(PoisonError::into_inner) = false).await;
+        let closed = tokio::task::spawn_blocking(move || *gate.lock().unwrap_or_else(PoisonError::into_inner) = false);
+        if closed.await.is_err() {
+            // No blocking thread could run it: close it here (a write in progress is brief).
+            *self.0.lock().unwrap_or_else(PoisonError::into_inner) = false;
+        }
     }
 }
 
 impl Keeper {
+    /// A keeper of `file` for `context`'s session at `pachd_address`; [`Keeper::gate`] must be closed before the
+    /// file's directory is removed.
+    pub(super) fn new(socket: PathBuf, context: String, pachd_address: String, file: PathBuf) -> Self {
+        Self { socket, context, pachd_address, file, last_problem: None, gate: WriteGate::new() }
+    }
+
+    /// The gate that ends the keeper's writes.
+    pub(super) fn gate(&self) -> WriteGate {
+        self.gate.clone()
+    }
+
     /// Runs until aborted (when the command ends).
     pub(super) async fn run(mut self, mut agent: Option<client::Client>) {
         loop {
@@ -100,7 +115,20 @@ impl Keeper {
     async fn update(&mut self, client: &mut client::Client) {
         let request = GetTokenRequest { context: self.context.clone(), min_valid_seconds: 0, fit_to_lifetime: false };
         let token = match client.get_token(request).await {
-            Ok(resp) => PachToken::new(resp.into_inner().token),
+            Ok(resp) => {
+                let mut resp = resp.into_inner();
+                if resp.pachd_address != self.pachd_address {
+                    // The context was re-pointed: that cluster's token must not go to the one the file names.
+                    return self.report(format!(
+                        "the context {} now points at {}, not at {} where the command started: its pachctl config \
+                         keeps the token it has",
+                        output::go_quote(&self.context),
+                        resp.pachd_address,
+                        self.pachd_address
+                    ));
+                }
+                PachToken::new(std::mem::take(&mut resp.token))
+            }
             Err(status) => {
                 return self.report(format!(
                     "cannot renew the command's pachctl config: {}; the token in it stays valid until it expires",

@@ -11,21 +11,24 @@
 //! `PACHD_ADDRESS` is set only on request: no Python client reads it, and pachctl then warns on every command
 //! and ignores the context's `server_cas`.
 //!
-//! The private config lives in a fresh 0700 directory in the system temp dir, on the same filesystem as
-//! pachctl's own temporary files so that its atomic rewrites of the file work. The directory is removed when the
-//! command ends, whatever the outcome. The user's own pachctl config is neither read nor changed, and the token
+//! The private config lives in a fresh 0700 directory ([`dir`]: in `$XDG_RUNTIME_DIR` when there is one, else
+//! the system temp dir; named by this process's pid so that a later `exec` removes it if this one is killed). The
+//! directory is removed when the command ends, whatever the outcome. The user's own pachctl config is neither read nor changed, and the token
 //! goes nowhere but the command's environment and that file. This process then exits with the command's status,
 //! or 128 + N when signal N ended it.
 //!
 //! While the command runs, Ctrl-C and Ctrl-\ reach it straight from the terminal, and this process outlives them
 //! so that it can clean up. SIGTERM and SIGHUP sent to this process are passed on to the command.
 
+mod dir;
 mod keeper;
 
+use self::dir::ExecDir;
+
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, DirBuilder};
+use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitCode, ExitStatus};
@@ -169,7 +172,7 @@ async fn exec(g: &Globals, args: ExecArgs) -> Result<ExitStatus, ExecError> {
     // Installed before the private directory exists, so that no Ctrl-C can end this process before the cleanup.
     let wait_error = |source| ExecError::Wait { program: program.clone(), source };
     let mut signals = Signals::install().map_err(wait_error)?;
-    let dir = PrivateDir::create()?;
+    let dir = ExecDir::create()?;
     let config = dir.path.join("config.json");
     pachctl::write_standalone(&config, &resp.pachd_address, &token, server_cas.as_deref())?;
     if signals.arrived() {
@@ -195,15 +198,9 @@ async fn exec(g: &Globals, args: ExecArgs) -> Result<ExitStatus, ExecError> {
         io::ErrorKind::NotFound => ExecError::NotFound(program.clone()),
         _ => ExecError::CannotRun { program: program.clone(), source },
     })?;
-    let keeper = keeper::Keeper {
-        socket: g.socket.clone(),
-        context: resp.context.clone(),
-        pachd_address: resp.pachd_address.clone(),
-        file: config.clone(),
-        last_problem: None,
-        gate: keeper::WriteGate::new(),
-    };
-    let gate = keeper.gate.clone();
+    let keeper =
+        keeper::Keeper::new(g.socket.clone(), resp.context.clone(), resp.pachd_address.clone(), config.clone());
+    let gate = keeper.gate();
     let keeper = tokio::spawn(keeper.run(Some(agent)));
     let status = signals.wait(&mut child).await;
     keeper.abort();
@@ -241,42 +238,6 @@ fn exit_code(status: ExitStatus) -> u8 {
         (Some(code), _) => u8::try_from(code).unwrap_or(EXIT_NO_SESSION),
         (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(u8::MAX),
         (None, None) => EXIT_NO_SESSION,
-    }
-}
-
-/// A fresh owner-only directory, removed with everything in it when dropped.
-struct PrivateDir {
-    path: PathBuf,
-    removed: bool,
-}
-
-impl PrivateDir {
-    fn create() -> Result<Self, ExecError> {
-        let base = std::env::temp_dir();
-        let path = base.join(format!("pachagent-exec-{}", uuid::Uuid::new_v4().simple()));
-        let err = |source| ExecError::TempDir { dir: base.clone(), source };
-        // `create`, not `create_dir_all`: it fails on anything already there, a symbolic link included.
-        DirBuilder::new().mode(0o700).create(&path).map_err(err)?;
-        let dir = Self { path, removed: false };
-        // The umask can only take bits away at creation; this makes the mode exact.
-        fs::set_permissions(&dir.path, fs::Permissions::from_mode(0o700)).map_err(err)?;
-        Ok(dir)
-    }
-
-    /// Removes the directory now, saying so when that fails (it holds a token).
-    fn remove(mut self) -> Result<(), String> {
-        self.removed = true;
-        fs::remove_dir_all(&self.path).map_err(|e| {
-            format!("cannot remove {}, which holds a Pachyderm token: {e}; remove it yourself", self.path.display())
-        })
-    }
-}
-
-impl Drop for PrivateDir {
-    fn drop(&mut self) {
-        if !self.removed {
-            let _ = fs::remove_dir_all(&self.path);
-        }
     }
 }
 
@@ -342,17 +303,5 @@ mod tests {
         assert_eq!(exit_code(ExitStatus::from_raw(255 << 8)), 255);
         assert_eq!(exit_code(ExitStatus::from_raw(libc::SIGTERM)), 143);
         assert_eq!(exit_code(ExitStatus::from_raw(libc::SIGKILL)), 137);
-    }
-
-    #[test]
-    fn a_private_dir_is_owner_only_and_goes_away() {
-        let dir = PrivateDir::create().unwrap();
-        let path = dir.path.clone();
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o700);
-        fs::write(path.join("f"), "x").unwrap();
-        dir.remove().unwrap();
-        assert!(!path.exists());
-        let dropped = PrivateDir::create().unwrap().path.clone();
-        assert!(!dropped.exists(), "dropping removes it too");
     }
 }
