@@ -1,15 +1,21 @@
 //! The agent benchmark: `cargo bench --bench agent`.
 //!
-//! It starts `pachd-dev` (with its embedded dev IdP) and a release-built agent on a private socket and config,
+//! It starts `pachd-dev` (with its embedded dev IdP) and a release-built agent (`pachagentd`) on a private socket and config,
 //! logs in non-interactively as `pachagent dev` does, then measures in one run:
 //!
 //! 1. the floor: a raw Unix-socket round trip between two processes, with request and reply as large as a
 //!    `GetToken` exchange's messages (no gRPC);
 //! 2. `WhoAmI` and `GetToken` latency at concurrency 1, and `WhoAmI` throughput and p99 at 16 and 64 clients
 //!    (one connection each);
-//! 3. `pachagent whoami` and `pachagent token` as processes (wall time);
+//! 3. `pachagent whoami` and `pachagent token` as processes (wall time), interleaved with runs of the process
+//!    floor (`examples/process_floor.rs`: a standard-library program that connects to a Unix socket, sends a
+//!    request as large as `GetToken`'s, reads the reply and exits), so that each is also a ratio to the least a
+//!    process can do;
 //! 4. the agent's RSS at idle and after a million calls, and its CPU ticks over 30 s idle with a session;
-//! 5. single flight: 1000 concurrent `GetToken` calls that all need a renewal, and the refresh grants the IdP
+//! 5. when Debian's `oidc-agent` is installed (as root the benchmark installs `oidc-agent-cli` itself), the same
+//!    with oidc-agent holding a token from the same dev IdP: `oidc-token` timed in turns with `pachagent token`,
+//!    and its processes' RSS beside the agent's (`benches/agent/oidc_agent.rs`);
+//! 6. single flight: 1000 concurrent `GetToken` calls that all need a renewal, and the refresh grants the IdP
 //!    saw for them.
 //!
 //! It prints a table (each figure with its ratio to the floor) and writes the same figures as one flat JSON
@@ -34,6 +40,10 @@ use pachagent::proto::agent::{
     GetTokenRequest, GetTokenResponse, LoginMethod, LoginRequest, LogoutRequest, WhoAmIRequest, login_event::Event,
 };
 use prost::Message as _;
+
+#[path = "agent/oidc_agent.rs"]
+mod oidc_agent;
+use oidc_agent::OidcAgent;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Result<T, E = BoxError> = std::result::Result<T, E>;
@@ -110,6 +120,8 @@ async fn measure(bins: &Binaries, stack: &mut Stack) -> Result<Figures> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     f.rss_start_mb = rss_mb(agent_pid)?;
     let mut agent = stack.login(agent).await?;
+    // The C agent beside it, with a token from the same provider.
+    let oidc_agent = if OidcAgent::ensure_installed() { Some(OidcAgent::start(&stack.issuer).await?) } else { None };
     let counters_url = format!("{}/dev/counters", stack.issuer);
 
     // A fresh token's lifetime, as seen right after login.
@@ -124,6 +136,10 @@ async fn measure(bins: &Binaries, stack: &mut Stack) -> Result<Figures> {
     drop(agent);
     tokio::time::sleep(Duration::from_secs(1)).await;
     (f.rss_idle_mb, f.rss_idle_anon_mb) = (rss_mb(agent_pid)?, anon_mb(agent_pid)?);
+    f.oidc_agent_rss_mb = match &oidc_agent {
+        Some(oidc) => oidc.rss_mb()?,
+        None => f64::NAN,
+    };
     eprintln!("idle RSS {:.2} MB; measuring idle CPU for {}s...", f.rss_idle_mb, IDLE.as_secs());
     let ticks0 = cpu_ticks(agent_pid)?;
     tokio::time::sleep(IDLE).await;
@@ -175,12 +191,16 @@ async fn measure(bins: &Binaries, stack: &mut Stack) -> Result<Figures> {
     (f.rss_after_1m_mb, f.rss_after_1m_anon_mb) = (rss_mb(agent_pid)?, anon_mb(agent_pid)?);
     eprintln!("RSS after {MILLION} calls {:.2} MB (last stretch {:.1}s)", f.rss_after_1m_mb, e2.as_secs_f64());
 
-    // The CLI as a process.
-    eprintln!("CLI: {CLI_RUNS} runs each of `pachagent whoami` and `pachagent token`...");
-    let whoami = cli_runs(bins, stack, &["whoami"])?;
-    let token = cli_runs(bins, stack, &["token"])?;
+    // The CLI as a process, in turns with the process floor.
+    eprintln!(
+        "CLI: {CLI_RUNS} runs each of `pachagent whoami`, `pachagent token`, the process floor and oidc-token..."
+    );
+    let [whoami, token, process_floor, oidc_token] = process_runs(bins, stack, request, reply, oidc_agent.as_ref())?;
+    (f.oidc_token_median_ms, f.oidc_token_p90_ms) = (percentile_ms(&oidc_token, 0.5), percentile_ms(&oidc_token, 0.9));
     (f.cli_whoami_median_ms, f.cli_whoami_p90_ms) = (percentile_ms(&whoami, 0.5), percentile_ms(&whoami, 0.9));
     (f.cli_token_median_ms, f.cli_token_p90_ms) = (percentile_ms(&token, 0.5), percentile_ms(&token, 0.9));
+    (f.process_floor_median_ms, f.process_floor_p90_ms) =
+        (percentile_ms(&process_floor, 0.5), percentile_ms(&process_floor, 0.9));
 
     // Single flight: every caller asks for more validity than is left but less than a fresh token has.
     let mut agent = connect(&stack.socket).await?;
@@ -228,14 +248,17 @@ async fn measure(bins: &Binaries, stack: &mut Stack) -> Result<Figures> {
 
 struct Binaries {
     pachagent: PathBuf,
+    pachagentd: PathBuf,
     pachd_dev: PathBuf,
+    process_floor: PathBuf,
     /// Where `bench/agent.json` goes.
     target_dir: PathBuf,
 }
 
 impl Binaries {
-    /// The release binaries next to this bench (cargo builds a package's binaries for its benches); built with
-    /// `cargo build --release --bins` when missing.
+    /// The release binaries next to this bench (cargo builds a package's binaries for its benches), built with
+    /// `cargo build --release --bins` when missing, and the process floor, built with `cargo build --release
+    /// --example process_floor` (cargo does not build examples for benches).
     fn find() -> Result<Self> {
         let exe = std::env::current_exe()?;
         // target/release/deps/agent-<hash>
@@ -246,22 +269,30 @@ impl Binaries {
         };
         let bins = Self {
             pachagent: pick(option_env!("CARGO_BIN_EXE_pachagent"), "pachagent"),
+            pachagentd: pick(option_env!("CARGO_BIN_EXE_pachagentd"), "pachagentd"),
             pachd_dev: pick(option_env!("CARGO_BIN_EXE_pachd-dev"), "pachd-dev"),
+            process_floor: profile_dir.join("examples").join("process_floor"),
             target_dir,
         };
-        if !bins.pachagent.exists() || !bins.pachd_dev.exists() {
-            eprintln!("building the release binaries (cargo build --release --bins)...");
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "--release", "--bins"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()?;
-            if !status.success() {
-                return Err(format!("cargo build --release --bins failed: {status}").into());
-            }
+        if !bins.pachagent.exists() || !bins.pachagentd.exists() || !bins.pachd_dev.exists() {
+            cargo_build(&["--bins"])?;
         }
+        // Always: a stale floor would compare today's CLI with another build's floor.
+        cargo_build(&["--example", "process_floor"])?;
         Ok(bins)
     }
+}
+
+/// `cargo build --release ARGS` in this package.
+fn cargo_build(args: &[&str]) -> Result<()> {
+    eprintln!("cargo build --release {}...", args.join(" "));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status =
+        Command::new(cargo).args(["build", "--release"]).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).status()?;
+    if !status.success() {
+        return Err(format!("cargo build --release {} failed: {status}", args.join(" ")).into());
+    }
+    Ok(())
 }
 
 /// pachd-dev and the agent, killed (and their directory removed) when dropped.
@@ -315,7 +346,7 @@ impl Stack {
             ..NewContext::default()
         };
         Config::add_context(&config, CONTEXT, context)?;
-        let agent = pachagent::client::serve_command(&bins.pachagent, &socket, &config)
+        let agent = pachagent::client::serve_command(&bins.pachagentd, &socket, &config)
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(dir.path().join("agent.log"))?))
             .spawn();
@@ -521,17 +552,8 @@ async fn load(clients: &[Client], rpc: Rpc, total: usize) -> Result<(Vec<u64>, D
 /// Round trips over a Unix socket to an echo process: `request` bytes out, `reply` bytes back.
 fn floor(dir: &tempfile::TempDir, request: usize, reply: usize) -> Result<Vec<u64>> {
     let socket = dir.path().join("floor.sock");
-    let mut server = Command::new(std::env::current_exe()?)
-        .arg("--echo-server")
-        .arg(&socket)
-        .arg(request.to_string())
-        .arg(reply.to_string())
-        .stdout(Stdio::piped())
-        .spawn()?;
+    let mut server = start_echo_server(&socket, request, reply)?;
     let result = (|| -> Result<Vec<u64>> {
-        // The server says it listens by printing a line.
-        let mut line = String::new();
-        BufReader::new(server.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
         let mut stream = UnixStream::connect(&socket)?;
         let out = vec![7u8; request];
         let mut back = vec![0u8; reply];
@@ -551,44 +573,97 @@ fn floor(dir: &tempfile::TempDir, request: usize, reply: usize) -> Result<Vec<u6
     result
 }
 
-/// The floor's other process: reads `request` bytes, writes `reply` bytes, until the client hangs up.
+/// The floors' other process: for each connection in turn, reads `request` bytes and writes `reply` bytes until
+/// the client hangs up; until it is killed.
 fn echo_server(args: &[String]) -> Result<()> {
     let [socket, request, reply] = args else { return Err("usage: --echo-server SOCKET REQUEST REPLY".into()) };
     let (request, reply): (usize, usize) = (request.parse()?, reply.parse()?);
     let listener = UnixListener::bind(socket)?;
     println!("listening");
     std::io::stdout().flush()?;
-    let (mut stream, _) = listener.accept()?;
     let mut buf = vec![0u8; request];
     let out = vec![9u8; reply];
-    while stream.read_exact(&mut buf).is_ok() {
-        stream.write_all(&out)?;
+    loop {
+        let (mut stream, _) = listener.accept()?;
+        while stream.read_exact(&mut buf).is_ok() {
+            if stream.write_all(&out).is_err() {
+                break;
+            }
+        }
     }
-    Ok(())
 }
 
-fn cli_runs(bins: &Binaries, stack: &Stack, args: &[&str]) -> Result<Vec<u64>> {
-    let mut lat = Vec::with_capacity(CLI_RUNS);
-    for i in 0..CLI_RUNS + 5 {
-        let t = Instant::now();
-        let status = Command::new(&bins.pachagent)
-            .args(args)
-            .env("PACHAGENT_SOCKET", &stack.socket)
-            .env("PACHAGENT_CONFIG", &stack.config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()?;
-        let elapsed = t.elapsed();
-        if !status.success() {
-            return Err(format!("`pachagent {}` failed: {status}", args.join(" ")).into());
-        }
-        // The first runs warm the page cache.
-        if i >= 5 {
-            lat.push(elapsed.as_nanos() as u64);
-        }
+/// Starts the echo server on `socket` and waits until it listens.
+fn start_echo_server(socket: &Path, request: usize, reply: usize) -> Result<Child> {
+    let mut server = Command::new(std::env::current_exe()?)
+        .arg("--echo-server")
+        .arg(socket)
+        .arg(request.to_string())
+        .arg(reply.to_string())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    // The server says it listens by printing a line.
+    let mut line = String::new();
+    let read = server.stdout.take().ok_or("no stdout").map(|out| BufReader::new(out).read_line(&mut line));
+    if !matches!(read, Ok(Ok(n)) if n > 0) {
+        let _ = server.kill();
+        let _ = server.wait();
+        return Err("the echo server did not start".into());
     }
-    Ok(lat)
+    Ok(server)
+}
+
+/// Wall times of `pachagent whoami`, `pachagent token`, the process floor and (when there is one) `oidc-token`,
+/// run in turns (so that whatever else the machine does weighs on them alike), [`CLI_RUNS`] each after five
+/// untimed turns that warm the page cache.
+fn process_runs(
+    bins: &Binaries,
+    stack: &Stack,
+    request: usize,
+    reply: usize,
+    oidc_agent: Option<&OidcAgent>,
+) -> Result<[Vec<u64>; 4]> {
+    let floor_socket = stack.dir.path().join("process-floor.sock");
+    let mut server = start_echo_server(&floor_socket, request, reply)?;
+    let floor_args = [floor_socket.into_os_string(), request.to_string().into(), reply.to_string().into()];
+    let result = (|| -> Result<[Vec<u64>; 4]> {
+        let mut runs: [Vec<u64>; 4] = Default::default();
+        for i in 0..CLI_RUNS + 5 {
+            let whoami = timed_run(Command::new(&bins.pachagent).arg("whoami"), stack)?;
+            let token = timed_run(Command::new(&bins.pachagent).arg("token"), stack)?;
+            let floor = timed_run(Command::new(&bins.process_floor).args(&floor_args), stack)?;
+            let oidc_token = match oidc_agent {
+                Some(oidc) => Some(timed_run(oidc.command("oidc-token").arg(oidc_agent::ACCOUNT), stack)?),
+                None => None,
+            };
+            if i >= 5 {
+                for (samples, t) in runs.iter_mut().zip([Some(whoami), Some(token), Some(floor), oidc_token]) {
+                    samples.extend(t);
+                }
+            }
+        }
+        Ok(runs)
+    })();
+    let _ = server.kill();
+    let _ = server.wait();
+    result
+}
+
+/// Runs a command to its end with the agent's socket and config in its environment: its wall time in ns.
+fn timed_run(cmd: &mut Command, stack: &Stack) -> Result<u64> {
+    let t = Instant::now();
+    let status = cmd
+        .env("PACHAGENT_SOCKET", &stack.socket)
+        .env("PACHAGENT_CONFIG", &stack.config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    let elapsed = t.elapsed();
+    if !status.success() {
+        return Err(format!("{cmd:?} failed: {status}").into());
+    }
+    Ok(elapsed.as_nanos() as u64)
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -628,6 +703,13 @@ fn seconds_left(token: &GetTokenResponse) -> Option<u64> {
     let exp = token.expiration.as_ref()?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
     Some(u64::try_from(exp.seconds).ok()?.saturating_sub(now))
+}
+
+/// SIGKILL to `pid`, ignoring a process that is already gone.
+fn signal_kill(pid: u32) {
+    if let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
 }
 
 fn percentile_ns(samples: &[u64], q: f64) -> f64 {
@@ -670,6 +752,11 @@ struct Figures {
     cli_whoami_p90_ms: f64,
     cli_token_median_ms: f64,
     cli_token_p90_ms: f64,
+    process_floor_median_ms: f64,
+    process_floor_p90_ms: f64,
+    oidc_token_median_ms: f64,
+    oidc_token_p90_ms: f64,
+    oidc_agent_rss_mb: f64,
     rss_start_mb: f64,
     rss_idle_mb: f64,
     rss_after_1m_mb: f64,
@@ -711,11 +798,21 @@ impl Figures {
             ("cli_whoami_p90_ms", self.cli_whoami_p90_ms * 1e3, "µs", Latency),
             ("cli_token_median_ms", self.cli_token_median_ms * 1e3, "µs", Latency),
             ("cli_token_p90_ms", self.cli_token_p90_ms * 1e3, "µs", Latency),
+            ("process_floor_median_ms", self.process_floor_median_ms * 1e3, "µs", Latency),
+            ("process_floor_p90_ms", self.process_floor_p90_ms * 1e3, "µs", Latency),
+            ("cli_token_vs_process_floor", self.cli_token_median_ms / self.process_floor_median_ms, "×", Plain),
+            ("cli_whoami_vs_process_floor", self.cli_whoami_median_ms / self.process_floor_median_ms, "×", Plain),
+            ("oidc_token_median_ms", self.oidc_token_median_ms * 1e3, "µs", Latency),
+            ("oidc_token_p90_ms", self.oidc_token_p90_ms * 1e3, "µs", Latency),
+            ("cli_token_vs_oidc_token", self.cli_token_median_ms / self.oidc_token_median_ms, "×", Plain),
+            ("cli_whoami_vs_oidc_token", self.cli_whoami_median_ms / self.oidc_token_median_ms, "×", Plain),
             ("rss_start_mb", self.rss_start_mb, "MB", Plain),
             ("rss_idle_mb", self.rss_idle_mb, "MB", Plain),
             ("rss_after_1m_mb", self.rss_after_1m_mb, "MB", Plain),
             ("rss_idle_anon_mb", self.rss_idle_anon_mb, "MB", Plain),
             ("rss_after_1m_anon_mb", self.rss_after_1m_anon_mb, "MB", Plain),
+            ("oidc_agent_rss_idle_mb", self.oidc_agent_rss_mb, "MB", Plain),
+            ("rss_idle_vs_oidc_agent", self.rss_idle_mb / self.oidc_agent_rss_mb, "×", Plain),
             ("idle_cpu_ticks_30s", self.idle_cpu_ticks_30s, "ticks", Plain),
             ("burst_refreshes", self.burst_refreshes, "grants", Plain),
             ("burst_failures", self.burst_failures, "calls", Plain),
@@ -729,9 +826,14 @@ impl Figures {
     }
 
     fn print(&self) {
-        println!("\n{:<22} {:>14} {:<8} {:>12}", "figure", "value", "unit", "× floor p50");
-        println!("{}", "-".repeat(60));
+        println!("\n{:<28} {:>14} {:<8} {:>12}", "figure", "value", "unit", "× floor p50");
+        println!("{}", "-".repeat(66));
         for (name, value, unit, ratio) in self.rows() {
+            if value.is_nan() {
+                // A figure this run could not measure (no oidc-agent here).
+                println!("{name:<28} {:>14}", "n/a");
+                continue;
+            }
             let ratio = match ratio {
                 Ratio::Latency => format!("{:.1}", value / self.floor_p50_us),
                 Ratio::Rate => format!("{:.2}", (1e6 / self.floor_p50_us) / value),
@@ -742,14 +844,14 @@ impl Figures {
             } else {
                 (format!("{value:.2}"), unit)
             };
-            println!("{name:<22} {value:>14} {unit:<8} {ratio:>12}");
+            println!("{name:<28} {value:>14} {unit:<8} {ratio:>12}");
         }
         println!("(× floor for calls/s: the floor's one-connection rate divided by the figure)");
     }
 
     fn write_json(&self, path: &Path) -> Result<()> {
         let mut map = serde_json::Map::new();
-        for (name, value, _, _) in self.rows() {
+        for (name, value, _, _) in self.rows().into_iter().filter(|row| !row.1.is_nan()) {
             let value = Self::json_value(name, value);
             let number = serde_json::Number::from_f64((value * 1000.0).round() / 1000.0).unwrap_or_else(|| 0.into());
             map.insert(name.to_owned(), serde_json::Value::Number(number));

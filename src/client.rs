@@ -8,23 +8,26 @@
 //! returns typed values and errors; it never prints (the CLI's `output` module does) and never holds tokens
 //! beyond the call that returns them.
 
+use std::future::Future;
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
-use tower::service_fn;
+use tonic::codegen::http;
 
 use crate::config::current_uid;
 use crate::private_dir::{Open, PrivateDir, Strictness};
 use crate::proto::agent::agent_client::AgentClient;
 
-/// The client type every caller gets: the generated client over a channel to the socket.
-pub type Client = AgentClient<Channel>;
+/// The client type every caller gets: the generated client over one connection to the socket.
+pub type Client = AgentClient<Connection>;
 
 /// How long `connect_or_start` waits for a freshly started agent to answer. Opening the keyring on a cold
 /// D-Bus session can take a few seconds; anything slower than this is a failure worth reading the log for.
@@ -128,47 +131,93 @@ fn last_line_suffix(line: &Option<String>) -> String {
 ///
 /// # Errors
 /// [`ClientError::AgentNotRunning`] when the socket does not exist or nobody listens on it,
-/// [`ClientError::Connect`] for any other failure.
+/// [`ClientError::ForeignAgent`] when another user serves it, [`ClientError::Connect`] for any other failure.
 pub async fn connect(socket: &Path) -> Result<Client, ClientError> {
     Ok(AgentClient::new(channel(socket).await?))
 }
 
-/// A gRPC channel to the agent's socket, for clients of other services the agent serves next to its own (the
+/// A connection to the agent's socket, for clients of other services the agent serves next to its own (the
 /// standard health service).
 ///
 /// # Errors
 /// As [`connect`].
-pub async fn channel(socket: &Path) -> Result<Channel, ClientError> {
-    let path = socket.to_owned();
-    // The URI is never dialled: the connector below ignores it. tonic needs a syntactically valid one.
-    let endpoint = Endpoint::from_static("http://[::]:50051").connect_timeout(CONNECT_TIMEOUT);
-    endpoint
-        .connect_with_connector(service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                let stream = UnixStream::connect(path).await?;
-                // Before HTTP/2 sends its first byte on this connection (tonic reconnects through here too).
-                let owner = stream.peer_cred()?.uid();
-                if owner != current_uid() {
-                    return Err(io::Error::new(io::ErrorKind::PermissionDenied, ForeignServer { owner }));
-                }
-                Ok::<_, io::Error>(TokioIo::new(stream))
-            }
-        }))
-        .await
-        .map_err(|e| classify_connect_error(socket, &e))
+pub async fn channel(socket: &Path) -> Result<Connection, ClientError> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::open(socket)).await {
+        Ok(connection) => connection,
+        Err(_) => Err(ClientError::Connect {
+            socket: socket.to_owned(),
+            source: io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer within {} s: the agent is wedged", CONNECT_TIMEOUT.as_secs()),
+            ),
+        }),
+    }
 }
 
-/// The connector's finding that the socket's server runs as another user (`owner`).
-#[derive(Debug, thiserror::Error)]
-#[error("the agent's socket is served by uid {owner}")]
-struct ForeignServer {
-    owner: u32,
+/// One HTTP/2 connection to the agent, which the generated gRPC clients call through.
+///
+/// A command makes one or two calls and exits, so this is a bare connection (hyper's HTTP/2 client), not a
+/// channel that pools, buffers and reconnects: a client that outlives the agent (`exec`'s keeper) connects
+/// again itself. It is opened only after the server's uid was checked, so not a byte reaches another user's
+/// socket. Clones share the connection.
+#[derive(Clone, Debug)]
+pub struct Connection {
+    send: SendRequest<tonic::body::Body>,
+}
+
+impl Connection {
+    async fn open(socket: &Path) -> Result<Self, ClientError> {
+        let failed = |source: io::Error| match source.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                ClientError::AgentNotRunning { socket: socket.to_owned() }
+            }
+            _ => ClientError::Connect { socket: socket.to_owned(), source },
+        };
+        let stream = UnixStream::connect(socket).await.map_err(failed)?;
+        // Before HTTP/2 sends its first byte on this connection.
+        let owner = stream.peer_cred().map_err(failed)?.uid();
+        if owner != current_uid() {
+            return Err(ClientError::ForeignAgent { socket: socket.to_owned(), owner, uid: current_uid() });
+        }
+        let (send, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .map_err(|e| failed(io::Error::other(e)))?;
+        // Drives the connection until every clone of `send` is gone or the agent closes it; a call in flight then
+        // fails with the transport error.
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Self { send })
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Connection {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.send.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        // The generated clients send a bare path; HTTP/2 wants a scheme and an authority, which on a Unix socket
+        // name nothing.
+        if request.uri().scheme().is_none() {
+            let mut parts = request.uri().clone().into_parts();
+            parts.scheme = Some(http::uri::Scheme::HTTP);
+            parts.authority = Some(http::uri::Authority::from_static("localhost"));
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                *request.uri_mut() = uri;
+            }
+        }
+        Box::pin(self.send.send_request(request))
+    }
 }
 
 /// Connects to the agent, starting one in the background when none answers.
 ///
-/// The agent is this executable run as `serve --socket SOCKET --config CONFIG`, in its own process group (so
+/// The agent is `pachagentd serve --socket SOCKET --config CONFIG` (installed next to this executable), in its own process group (so
 /// the terminal's Ctrl-C does not reach it), with stdin and stdout closed, stderr appended to
 /// [`log_path`]`(socket)`, the caller's environment, and `/` as working directory.
 ///
@@ -217,32 +266,6 @@ fn socket_dir(socket: &Path) -> PathBuf {
     }
 }
 
-/// Tells "nobody is there" (missing socket, stale socket) from real connection problems.
-fn classify_connect_error(socket: &Path, err: &(dyn std::error::Error + 'static)) -> ClientError {
-    let mut source = Some(err);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            if let Some(foreign) = io.get_ref().and_then(|inner| inner.downcast_ref::<ForeignServer>()) {
-                return ClientError::ForeignAgent {
-                    socket: socket.to_owned(),
-                    owner: foreign.owner,
-                    uid: current_uid(),
-                };
-            }
-            return match io.kind() {
-                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
-                    ClientError::AgentNotRunning { socket: socket.to_owned() }
-                }
-                kind => {
-                    ClientError::Connect { socket: socket.to_owned(), source: io::Error::new(kind, io.to_string()) }
-                }
-            };
-        }
-        source = e.source();
-    }
-    ClientError::Connect { socket: socket.to_owned(), source: io::Error::other(err.to_string()) }
-}
-
 /// `PROGRAM serve --socket SOCKET --config CONFIG` with stdin closed: how an agent is started in the background
 /// (by the CLI, and by the benchmark). The caller decides where its output goes.
 pub fn serve_command(program: &Path, socket: &Path, config: &Path) -> Command {
@@ -259,8 +282,8 @@ fn start_agent(socket: &Path, config: &Path) -> Result<Child, ClientError> {
     // Checked before anything is written there: the agent's log must not go through another user's link.
     let dir = PrivateDir::open(&dir, Strictness::for_dir(&dir), true).map_err(ClientError::UntrustedDir)?;
     let log_file = dir.open_file(LOG_FILE_NAME, Open::Append).map_err(ClientError::UntrustedDir)?;
-    let program =
-        std::env::current_exe().map_err(|source| ClientError::Spawn { program: PathBuf::from("pachagent"), source })?;
+    let program = crate::programs::companion(crate::programs::AGENT)
+        .map_err(|e| ClientError::Spawn { program: e.program, source: e.source })?;
     serve_command(&program, &socket, &config)
         .stdout(Stdio::null())
         .stderr(Stdio::from(log_file))

@@ -1,22 +1,19 @@
-//! The `pachagent` binary: parses the command line, builds the runtime the command needs, and hands over to
-//! [`pachagent::cli`], which prints and chooses the exit code.
+//! `pachagent`, the front: answers `token` and `whoami` itself, so that scripts calling them in a loop pay for a
+//! small program, and hands every other command line, unchanged, to `pachagent-cli` (or `serve` to
+//! `pachagentd`). See [`pachagent::programs`].
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::Parser;
-use pachagent::cli::{self, Cli};
+use pachagent::cli::{self, quick};
+use pachagent::programs;
 
 fn main() -> ExitCode {
-    // Usage errors exit here with clap's code 2, which is also ours.
-    let args = Cli::parse();
-    // The agent serves many clients at once; a client command makes a few calls in sequence.
-    let mut builder = if args.is_serve() {
-        tokio::runtime::Builder::new_multi_thread()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let program = match quick::route(&args) {
+        quick::Route::Quick(command) => return quick::run(command),
+        quick::Route::Agent => programs::AGENT,
+        quick::Route::Cli => programs::CLI,
     };
-    match builder.enable_all().build() {
-        Ok(runtime) => runtime.block_on(cli::run(args)),
-        Err(e) => cli::report(&cli::Error::Runtime(e)),
-    }
+    cli::report_companion(&programs::hand_over(program, args))
 }

@@ -266,9 +266,17 @@ async fn the_socket_is_owner_only_and_other_users_are_disconnected_and_logged() 
     }
     std::fs::set_permissions(&agent.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
     std::fs::set_permissions(agent.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = agent.dir.path().join("pachagent-copy");
-    std::fs::copy(env!("CARGO_BIN_EXE_pachagent"), &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A copy of the programs nobody can run (`pachagent` hands `status` to `pachagent-cli` next to it).
+    let bin_dir = agent.dir.path().join("bin");
+    std::fs::create_dir(&bin_dir).unwrap();
+    std::fs::set_permissions(&bin_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (name, program) in
+        [("pachagent", env!("CARGO_BIN_EXE_pachagent")), ("pachagent-cli", env!("CARGO_BIN_EXE_pachagent-cli"))]
+    {
+        std::fs::copy(program, bin_dir.join(name)).unwrap();
+        std::fs::set_permissions(bin_dir.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let bin = bin_dir.join("pachagent");
 
     use std::os::unix::process::CommandExt;
     let out = std::process::Command::new(&bin)

@@ -46,7 +46,7 @@ fn login_request(token: &str) -> LoginRequest {
     }
 }
 
-async fn client(agent: &TestAgent) -> AgentClient<tonic::transport::Channel> {
+async fn client(agent: &TestAgent) -> pachagent::client::Client {
     AgentClient::new(pachagent::client::channel(&agent.socket).await.unwrap())
 }
 

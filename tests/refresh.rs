@@ -10,19 +10,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use pachagent::client::Connection;
 use pachagent::proto::agent::{EventKind, GetTokenRequest, WatchRequest, agent_client::AgentClient};
 use support::keyring_env::PrivateKeyring;
 use support::op;
 use support::{Keyring, PachdDev, TestAgent};
-use tonic::transport::Channel;
 
 use support::{renewable_session, renewable_session_with_env};
 
-async fn channel(agent: &TestAgent) -> Channel {
+async fn channel(agent: &TestAgent) -> Connection {
     pachagent::client::channel(&agent.socket).await.unwrap()
 }
 
-async fn get_token(client: &mut AgentClient<Channel>, min_valid: u64) -> Result<String, tonic::Status> {
+async fn get_token(client: &mut AgentClient<Connection>, min_valid: u64) -> Result<String, tonic::Status> {
     let req = GetTokenRequest { context: String::new(), min_valid_seconds: min_valid, ..Default::default() };
     client.get_token(req).await.map(|r| r.into_inner().token)
 }
@@ -96,7 +96,7 @@ async fn a_replaced_token_that_nobody_received_is_revoked_at_once() {
 async fn five_hundred_callers_needing_a_renewal_at_once_cause_one_refresh_grant_and_one_authenticate() {
     let (op, pachd, agent) = renewable_session(Duration::from_secs(60), Keyring::SecretService);
     assert_eq!(pachd.id_token_logins(), 1, "the login itself");
-    let channels: Vec<Channel> = {
+    let channels: Vec<Connection> = {
         let mut v = Vec::new();
         for _ in 0..10 {
             v.push(channel(&agent).await);

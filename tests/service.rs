@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use support::{Keyring, PachdDev, TestAgent, signal};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pachagent");
+/// The agent program, which the units start directly (`pachagent serve` becomes it).
+const AGENT_BIN: &str = env!("CARGO_BIN_EXE_pachagentd");
 
 fn packaging(file: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging").join(file)).unwrap()
@@ -94,7 +96,7 @@ fn install_print_shows_the_committed_units_with_this_binary_in_exec_start_and_wr
         units.join("pachagent.socket").display(),
         packaging("systemd/pachagent.socket"),
         units.join("pachagent.service").display(),
-        packaging("systemd/pachagent.service").replace("@EXE@", BIN),
+        packaging("systemd/pachagent.service").replace("@EXE@", AGENT_BIN),
     );
     assert_eq!(text(&out.stdout), expected);
     assert!(!units.exists(), "--print changes nothing");
@@ -173,7 +175,7 @@ fn install_writes_the_units_and_enables_the_socket_through_the_user_manager() {
         assert_eq!(meta.mode() & 0o777, 0o644, "{name} is readable by the service manager");
     }
     let service = std::fs::read_to_string(units.join("pachagent.service")).unwrap();
-    assert!(service.contains(&format!("\nExecStart={BIN} serve\n")));
+    assert!(service.contains(&format!("\nExecStart={AGENT_BIN} serve\n")), "{service}");
     assert_eq!(home.systemctl_calls(), ["--user daemon-reload", "--user enable --now pachagent.socket"]);
     let stdout = text(&out.stdout);
     assert!(stdout.contains("Enabled pachagent.socket"), "{stdout}");

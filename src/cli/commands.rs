@@ -1,19 +1,17 @@
 //! One handler per subcommand: resolve paths, call the agent (or edit the config), hand the answer to `output`.
 
 use std::io::{self, IsTerminal, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use chrono::Utc;
 use zeroize::Zeroize;
 
-use super::{
-    Cli, Command, ContextAddArgs, ContextCommand, Error, ImportPachctlArgs, LogFormat, MethodArg, RedirectHostArg,
-    output,
-};
+pub(crate) use super::globals::Globals;
+use super::globals::LogFormat;
+use super::{Command, ContextAddArgs, ContextCommand, Error, ImportPachctlArgs, MethodArg, RedirectHostArg, output};
 use crate::client::{self, ClientError};
 use crate::config::{self, Config, Method, NewContext, RedirectHost};
-use crate::daemon::{self, ServeOptions};
 use crate::pachctl;
 use crate::proto::agent::{
     GetStatusRequest, GetTokenRequest, LogoutRequest, ReloadConfigRequest, WatchRequest, WhoAmIRequest,
@@ -28,35 +26,8 @@ const MAX_TOKEN_BYTES: usize = 64 * 1024;
 /// agent only earns a warning.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What every handler needs from the global flags, with defaults applied.
-pub(super) struct Globals {
-    pub(super) socket: PathBuf,
-    pub(super) config: PathBuf,
-    /// Empty means the active context.
-    pub(super) context: String,
-    pub(super) json: bool,
-}
-
-/// The global flags with their defaults applied, and the subcommand.
-pub(super) fn globals(cli: Cli) -> (Globals, Command) {
-    // An empty `$PACHAGENT_SOCKET=` means "unset", as for the other variables the config module reads.
-    let explicit = |p: Option<std::ffi::OsString>| p.filter(|p| !p.is_empty()).map(PathBuf::from);
-    let g = Globals {
-        socket: config::socket_path(explicit(cli.socket).as_deref()),
-        config: config::config_path(explicit(cli.config).as_deref()),
-        context: cli.context.unwrap_or_default(),
-        json: cli.json,
-    };
-    (g, cli.command)
-}
-
 pub(super) async fn dispatch(g: Globals, command: Command) -> Result<(), Error> {
     match command {
-        Command::Serve(args) => {
-            init_tracing(args.log_format, "info");
-            let opts = ServeOptions { socket: g.socket, config: g.config };
-            daemon::serve(opts, args.idle_exit).await.map_err(Error::Daemon)
-        }
         Command::Dev(args) => {
             // The embedded services log at `warn` so that the session events stay readable.
             init_tracing(LogFormat::Text, "warn");
@@ -86,27 +57,14 @@ async fn client_command(g: &Globals, command: Command) -> Result<(), Error> {
             let resp = agent.logout(req).await?.into_inner();
             Ok(output::logout(&mut io::stdout(), &resp, g.json)?)
         }
-        Command::Whoami(args) => {
-            let mut agent = connect(g).await?;
-            let req = WhoAmIRequest { context: g.context.clone(), verify: args.verify };
-            let resp = agent.who_am_i(req).await?.into_inner();
-            Ok(output::whoami(&mut io::stdout(), &resp, g.json)?)
-        }
+        Command::Whoami(args) => whoami(g, args.verify).await,
         Command::Status => {
             let mut agent = connect(g).await?;
             let resp = agent.get_status(GetStatusRequest {}).await?.into_inner();
             let colour = output::use_colour(io::stdout().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
             Ok(output::status(&mut io::stdout(), &resp, Utc::now(), g.json, colour)?)
         }
-        Command::Token(args) => {
-            let mut agent = connect(g).await?;
-            // Round up: "valid for at least 1.5s" must not become "at least 1s".
-            let min_valid_seconds = args.min_valid.map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
-            let req = GetTokenRequest { context: g.context.clone(), min_valid_seconds, ..Default::default() };
-            let mut resp = agent.get_token(req).await?.into_inner();
-            let token = PachToken::new(std::mem::take(&mut resp.token));
-            Ok(output::token(&mut io::stdout(), &resp, &token, g.json)?)
-        }
+        Command::Token(args) => token(g, args.min_valid).await,
         Command::Watch(args) => {
             let mut agent = connect(g).await?;
             let req = WatchRequest { context: g.context.clone(), all_contexts: args.all };
@@ -118,6 +76,25 @@ async fn client_command(g: &Globals, command: Command) -> Result<(), Error> {
             Ok(())
         }
     }
+}
+
+/// `whoami`: who the context's session is, from the agent's state (or pachd's, with `verify`).
+pub(super) async fn whoami(g: &Globals, verify: bool) -> Result<(), Error> {
+    let mut agent = connect(g).await?;
+    let req = WhoAmIRequest { context: g.context.clone(), verify };
+    let resp = agent.who_am_i(req).await?.into_inner();
+    Ok(output::whoami(&mut io::stdout(), &resp, g.json)?)
+}
+
+/// `token`: the context's token, valid for at least `min_valid`, on stdout.
+pub(super) async fn token(g: &Globals, min_valid: Option<Duration>) -> Result<(), Error> {
+    let mut agent = connect(g).await?;
+    // Round up: "valid for at least 1.5s" must not become "at least 1s".
+    let min_valid_seconds = min_valid.map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
+    let req = GetTokenRequest { context: g.context.clone(), min_valid_seconds, ..Default::default() };
+    let mut resp = agent.get_token(req).await?.into_inner();
+    let token = PachToken::new(std::mem::take(&mut resp.token));
+    Ok(output::token(&mut io::stdout(), &resp, &token, g.json)?)
 }
 
 /// Connects to the agent; when none runs, the error names the context the command was for.
@@ -137,7 +114,7 @@ fn target_context(g: &Globals) -> Option<String> {
 }
 
 /// Logs go to stderr: `info` for the agent, `warn` for client commands; `RUST_LOG` overrides either.
-pub(super) fn init_tracing(format: LogFormat, default_level: &str) {
+pub(crate) fn init_tracing(format: LogFormat, default_level: &str) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::{Layer as _, fmt, registry};

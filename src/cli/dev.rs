@@ -188,10 +188,12 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await.is_ok();
 }
 
-/// How another shell runs this very CLI: `pachagent` when that is what its PATH finds, else this executable's
-/// path (after `cargo run`, the binary is in `target/` and not on PATH).
+/// How another shell runs this installation's `pachagent`: `pachagent` when that is what its PATH finds, else its
+/// path (after `cargo run`, the programs are in `target/` and not on PATH). `cargo run` builds only the program it
+/// runs (`pachagent-cli`); when the front is not there, this program answers the same commands.
 fn cli_command() -> String {
-    let Ok(exe) = std::env::current_exe() else { return "pachagent".to_owned() };
+    let front = crate::programs::companion(crate::programs::FRONT).ok().filter(|front| front.is_file());
+    let Some(exe) = front.or_else(|| std::env::current_exe().ok()) else { return "pachagent".to_owned() };
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths).map(|dir| dir.join("pachagent")).find(|candidate| {
             use std::os::unix::fs::PermissionsExt;

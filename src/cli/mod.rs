@@ -4,8 +4,9 @@
 //! hand the answer to [`output`], the only place that prints. `login` also acts for the user on this machine:
 //! it decides whether a browser can be opened here (`browser`), opens the URLs the agent sends, and turns Ctrl-C
 //! into a cancelled login. `context` edits the configuration file directly (the agent need not run), keeps a
-//! client secret in the keyring, and then asks a running agent to reload. `serve` sets up tracing and runs
-//! [`crate::daemon::serve`]. `service` installs the agent as a user service (systemd socket activation or
+//! client secret in the keyring, and then asks a running agent to reload. `serve` hands over to the agent program
+//! (`pachagentd`, which runs [`globals::serve`]). `quick` is the front's own path for `token` and `whoami`, the
+//! commands scripts call in loops (see [`crate::programs`]). `service` installs the agent as a user service (systemd socket activation or
 //! launchd), `doctor` checks a setup end to end, and `completions`/`man` print text generated from this
 //! definition. No handler keeps a token or secret longer than it takes to send, store or print it.
 
@@ -16,17 +17,19 @@ mod dev;
 mod doctor;
 mod error;
 mod exec;
+pub mod globals;
 mod login;
 pub mod output;
 mod prompt;
+pub mod quick;
 mod service;
 
-use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use globals::{GlobalArgs, ServeArgs};
 
 pub use error::{
     EXIT_AGENT, EXIT_CANCELLED, EXIT_NO_SESSION, EXIT_OK, EXIT_UPSTREAM, EXIT_USAGE, Error, exit_code_for,
@@ -38,14 +41,11 @@ workstation: it logs in to Pachyderm clusters, keeps the session tokens in your 
 (never in files), refreshes them before they expire, and hands them to tools that ask for them over a Unix \
 socket only you can open.
 
-This one program is both the agent (`pachagent serve`) and its client: `login`, `whoami`, `status`, `token`, \
-`logout` and `watch` ask the running agent. `login` starts the agent when it is not running.
+`pachagent serve` runs the agent (the program pachagentd, installed next to pachagent); `login`, `whoami`, \
+`status`, `token`, `logout` and `watch` ask the running agent. `login` starts the agent when it is not running.
 
 A context names one Pachyderm cluster (its pachd address) and how to log in to it. Add one with \
 `pachagent context add`; commands use the active context unless you pass --context.";
-
-/// The help heading of the flags every subcommand accepts.
-const GLOBAL: &str = "Global options";
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -70,6 +70,8 @@ Exit codes:
 #[derive(Debug, Parser)]
 #[command(
     name = "pachagent",
+    // Whichever of pachagent's programs reads the command line, it is the `pachagent` command to the user.
+    bin_name = "pachagent",
     version,
     about = "Keep Pachyderm sessions logged in and hand their tokens to your tools",
     long_about = LONG_ABOUT,
@@ -77,21 +79,8 @@ Exit codes:
     max_term_width = 110
 )]
 pub struct Cli {
-    /// The agent's socket [default: $XDG_RUNTIME_DIR/pachagent/agent.sock, else $TMPDIR/pachagent-UID/agent.sock]
-    #[arg(long, global = true, value_name = "PATH", env = "PACHAGENT_SOCKET", help_heading = GLOBAL)]
-    socket: Option<OsString>,
-
-    /// The configuration file [default: ~/.config/pachagent/config.toml]
-    #[arg(long, global = true, value_name = "PATH", env = "PACHAGENT_CONFIG", help_heading = GLOBAL)]
-    config: Option<OsString>,
-
-    /// The context to use; empty means the active context (see `pachagent context list`)
-    #[arg(long, global = true, value_name = "NAME", env = "PACHAGENT_CONTEXT", help_heading = GLOBAL)]
-    context: Option<String>,
-
-    /// Print JSON (one object per line) instead of text
-    #[arg(long, global = true, help_heading = GLOBAL)]
-    json: bool,
+    #[command(flatten)]
+    globals: GlobalArgs,
 
     #[command(subcommand)]
     command: Command,
@@ -100,13 +89,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the agent in the foreground (until Ctrl-C or SIGTERM)
-    #[command(
-        long_about = "Run the agent in the foreground until SIGINT or SIGTERM. It listens on --socket, reads \
-                      --config, and logs to stderr (level `info`; set RUST_LOG to change it, e.g. \
-                      RUST_LOG=pachagent=debug). `pachagent login` starts it in the background when it is not \
-                      running, logging to agent.log next to the socket.",
-        after_help = "Examples:\n  pachagent serve\n  RUST_LOG=debug pachagent serve --log-format json"
-    )]
+    #[command(long_about = globals::SERVE_LONG_ABOUT, after_help = globals::SERVE_AFTER_HELP)]
     Serve(ServeArgs),
 
     /// Run everything on this machine for a try-out: a dev identity provider, a pachd stand-in and an agent
@@ -247,35 +230,6 @@ enum Command {
     /// Print the manual page (roff) on stdout
     #[command(after_help = "Example:\n  pachagent man > ~/.local/share/man/man1/pachagent.1")]
     Man,
-}
-
-#[derive(Debug, Args)]
-struct ServeArgs {
-    /// Log line format on stderr
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-    /// Exit once no client has connected for this long and no session needs renewing or a warning within it
-    /// (e.g. 10m; for socket activation, which starts the agent again on the next connection)
-    #[arg(long, value_name = "DURATION", value_parser = parse_idle_exit)]
-    idle_exit: Option<Duration>,
-}
-
-/// Parses `--idle-exit`: a human duration of at least one second.
-fn parse_idle_exit(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
-    if d < Duration::from_secs(1) {
-        return Err("use a duration of at least 1s".into());
-    }
-    Ok(d)
-}
-
-/// How the agent writes its log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
-    /// Human-readable lines
-    Text,
-    /// One JSON object per line
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -466,16 +420,20 @@ struct WatchArgs {
 }
 
 impl Cli {
-    /// Whether the command is the agent itself, which wants a multi-threaded runtime; client commands make a
-    /// few calls in sequence and run on the current thread.
-    pub fn is_serve(&self) -> bool {
-        matches!(self.command, Command::Serve(_) | Command::Dev(_))
+    /// Whether the command runs services in this process (`dev`), which wants a multi-threaded runtime; client
+    /// commands make a few calls in sequence and run on the current thread.
+    pub fn runs_services(&self) -> bool {
+        matches!(self.command, Command::Dev(_))
     }
 }
 
 /// Runs a parsed command line: prints errors as `pachagent: <message>` on stderr and returns the exit code.
 pub async fn run(cli: Cli) -> ExitCode {
-    let (globals, command) = commands::globals(cli);
+    let (globals, command) = (globals::Globals::resolve(cli.globals), cli.command);
+    // The agent is a program of its own, which reads this command line as this one does.
+    if let Command::Serve(_) = command {
+        return report_companion(&crate::programs::hand_over(crate::programs::AGENT, std::env::args_os().skip(1)));
+    }
     // `exec` ends with its command's exit status, which is neither success nor one of this CLI's errors.
     if let Command::Exec(args) = command {
         return exec::run(&globals, args).await;
@@ -501,6 +459,13 @@ pub fn report(err: &Error) -> ExitCode {
     }
     let _ = output::error(&mut std::io::stderr(), err);
     ExitCode::from(err.exit_code())
+}
+
+/// Prints why a companion program could not be run (see [`crate::programs`]) and returns the exit code of an
+/// unexpected local failure.
+pub fn report_companion(err: &crate::programs::CompanionError) -> ExitCode {
+    let _ = output::error(&mut std::io::stderr(), err);
+    ExitCode::from(EXIT_NO_SESSION)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //!
 //! On Linux that is a systemd **user** unit pair with socket activation (`pachagent.socket` listens on the
 //! agent's default socket and starts `pachagent.service` on the first connection); on macOS a launchd agent
-//! that runs at login. The unit texts are the templates under `packaging/` with the binary's path filled in;
+//! that runs at login. The unit texts are the templates under `packaging/` with pachagentd's path filled in;
 //! both platforms' texts are generated everywhere, and only the calls to `systemctl`/`launchctl` differ.
 //! This module writes only the service manager's files and prints through [`super::output`].
 
@@ -39,8 +39,9 @@ pub(super) enum ServiceCommand {
                       pachagent.service to ~/.config/systemd/user/ and run `systemctl --user daemon-reload` and \
                       `systemctl --user enable --now pachagent.socket`: systemd then listens on the agent's \
                       socket and starts the agent on the first connection. On macOS, write a launchd agent to \
-                      ~/Library/LaunchAgents/ and load it. The units run this binary, by its absolute path. \
-                      With --print, show the files instead of writing them.",
+                      ~/Library/LaunchAgents/ and load it. The units run the agent program, pachagentd \
+                      (installed next to pachagent), by its absolute path. With --print, show the files instead \
+                      of writing them.",
         after_help = "Examples:\n  pachagent service install\n  pachagent service install --print"
     )]
     Install(InstallArgs),
@@ -117,7 +118,8 @@ pub(super) async fn run(g: &Globals, cmd: ServiceCommand) -> ExitCode {
 
 /// The files to write on this platform.
 fn files(platform: Platform) -> io::Result<Vec<ServiceFile>> {
-    let exe = std::env::current_exe().map_err(|e| io::Error::other(format!("cannot find this binary's path: {e}")))?;
+    // The units start the agent program itself, not the front that would hand over to it.
+    let exe = crate::programs::companion(crate::programs::AGENT).map_err(io::Error::other)?;
     let dir = service_dir(platform)?;
     Ok(match platform {
         Platform::Systemd => {

@@ -14,16 +14,36 @@ fn the_command_line_definition_is_consistent() {
 #[test]
 fn global_flags_work_after_the_subcommand() {
     let cli = parse(&["whoami", "--context", "prod", "--json", "--socket", "/tmp/s"]).unwrap();
-    assert_eq!(cli.context.as_deref(), Some("prod"));
-    assert!(cli.json);
-    assert_eq!(cli.socket.as_deref(), Some(std::ffi::OsStr::new("/tmp/s")));
-    assert!(!cli.is_serve());
+    assert_eq!(cli.globals.context.as_deref(), Some("prod"));
+    assert!(cli.globals.json);
+    assert_eq!(cli.globals.socket.as_deref(), Some(std::ffi::OsStr::new("/tmp/s")));
+    assert!(!cli.runs_services());
 }
 
 #[test]
-fn only_serve_asks_for_the_agent_runtime() {
-    assert!(parse(&["serve", "--log-format", "json"]).unwrap().is_serve());
-    assert!(!parse(&["status"]).unwrap().is_serve());
+fn only_dev_asks_for_a_multi_threaded_runtime() {
+    assert!(parse(&["dev"]).unwrap().runs_services());
+    assert!(!parse(&["status"]).unwrap().runs_services());
+}
+
+/// `pachagent serve` becomes `pachagentd serve` with the same arguments: the agent's parser reads every line the
+/// CLI accepts for `serve`, and refuses what the CLI refuses.
+#[test]
+fn the_agent_reads_serve_lines_as_the_cli_does() {
+    let agent =
+        |args: &[&str]| globals::AgentCli::try_parse_from(std::iter::once("pachagent").chain(args.iter().copied()));
+    for args in [
+        &["serve"][..],
+        &["serve", "--log-format", "json"],
+        &["--socket", "/s", "serve", "--idle-exit", "10m", "--config", "/c"],
+        &["serve", "--json", "--context", "x"],
+    ] {
+        assert!(parse(args).is_ok() && agent(args).is_ok(), "{args:?}");
+    }
+    for args in [&["serve", "--idle-exit", "0s"][..], &["serve", "--log-format", "xml"], &["serve", "extra"]] {
+        assert!(parse(args).is_err() && agent(args).is_err(), "{args:?}");
+    }
+    globals::AgentCli::command().debug_assert();
 }
 
 #[test]

@@ -372,7 +372,12 @@ impl TestAgent {
     }
 
     fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> CliOutput {
-        let mut cmd = self.command(Path::new(env!("CARGO_BIN_EXE_pachagent")));
+        self.run_program(Path::new(env!("CARGO_BIN_EXE_pachagent")), args, stdin)
+    }
+
+    /// Runs one of pachagent's programs (or a copy of one) with this agent's environment.
+    pub fn run_program(&self, program: &Path, args: &[&str], stdin: Option<&str>) -> CliOutput {
+        let mut cmd = self.command(program);
         cmd.args(args).stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run pachagent");
         if let Some(input) = stdin {
@@ -438,7 +443,7 @@ impl TestAgent {
     }
 
     /// A gRPC client of the agent on its socket.
-    pub async fn grpc(&self) -> pachagent::proto::agent::agent_client::AgentClient<Channel> {
+    pub async fn grpc(&self) -> pachagent::client::Client {
         pachagent::client::connect(&self.socket).await.unwrap()
     }
 }

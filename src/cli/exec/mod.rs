@@ -40,7 +40,8 @@ use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::commands::{Globals, connect, init_tracing};
-use super::{EXIT_CANCELLED, EXIT_NO_SESSION, Error, LogFormat, output};
+use super::globals::LogFormat;
+use super::{EXIT_CANCELLED, EXIT_NO_SESSION, Error, output};
 use crate::pachctl;
 use crate::proto::agent::GetTokenRequest;
 use crate::secret::PachToken;

@@ -1,0 +1,66 @@
+//! The programs pachagent installs, and how one finds and hands over to another.
+//!
+//! pachagent is three executables over this one library, installed side by side (`cargo install`, a package):
+//!
+//! - [`FRONT`], `pachagent`: what users and scripts run. It answers the commands scripts call in loops
+//!   (`token`, `whoami`) itself, so that those start like a small program, and hands every other command
+//!   line, unchanged, to [`CLI`] (or `serve` to [`AGENT`]) by replacing itself with it (`execve`, same pid).
+//! - [`CLI`], `pachagent-cli`: every command, with its help, prompts, formatting, doctor, completions and the
+//!   dev stack. Run through the front; it shows itself as `pachagent`.
+//! - [`AGENT`], `pachagentd`: the resident agent (`pachagentd serve`, what `pachagent serve` becomes), without
+//!   the CLI, so that the pages it keeps in memory are its own.
+//!
+//! Each finds the others next to its own executable (links resolved), never through `PATH`: a companion from
+//! another installation or another user could answer differently.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The front: the quick commands, and the name every program shows in usage and messages.
+pub const FRONT: &str = "pachagent";
+/// The full command line.
+pub const CLI: &str = "pachagent-cli";
+/// The agent.
+pub const AGENT: &str = "pachagentd";
+
+/// Why a companion program could not be run.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot run {program:?}, which pachagent installs next to {name}: {source}; reinstall pachagent (e.g. `cargo \
+     install --path .`) so that pachagent, pachagent-cli and pachagentd sit in one directory",
+    program = .program.display(),
+    name = FRONT
+)]
+pub struct CompanionError {
+    /// The executable that was tried.
+    pub program: PathBuf,
+    /// What the system said.
+    #[source]
+    pub source: io::Error,
+}
+
+/// The path of the companion program `name`, in the directory of the running executable.
+///
+/// # Errors
+/// When the running executable's path cannot be read (`/proc` not mounted).
+pub fn companion(name: &str) -> Result<PathBuf, CompanionError> {
+    let exe = std::env::current_exe().map_err(|source| CompanionError { program: PathBuf::from(name), source })?;
+    Ok(exe.parent().map_or_else(|| PathBuf::from(name), |dir| dir.join(name)))
+}
+
+/// Replaces this process with the companion `name`, run with `args` and shown as `pachagent` (its usage lines
+/// and messages then name the command the user typed). Keeps the pid, the environment, the open descriptors and
+/// the signal dispositions: to whoever started `pachagent`, nothing changes hands.
+///
+/// Returns only when the companion could not be run.
+pub fn hand_over(name: &str, args: impl IntoIterator<Item = OsString>) -> CompanionError {
+    let program = match companion(name) {
+        Ok(program) => program,
+        Err(e) => return e,
+    };
+    let source = Command::new(&program).arg0(FRONT).args(args).exec();
+    CompanionError { program, source }
+}

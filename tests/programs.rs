@@ -1,0 +1,88 @@
+//! pachagent is three programs (src/programs.rs): the front `pachagent`, which answers `token` and `whoami`
+//! itself, `pachagent-cli` for every other command, and the agent `pachagentd`. To a user they are one command:
+//! the same answers, messages and exit codes whichever program answers, and `pachagent serve` is the agent.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::path::Path;
+
+use support::{CliOutput, Keyring, PachdDev, TestAgent};
+
+const FRONT: &str = env!("CARGO_BIN_EXE_pachagent");
+const CLI: &str = env!("CARGO_BIN_EXE_pachagent-cli");
+const AGENT: &str = env!("CARGO_BIN_EXE_pachagentd");
+
+/// The front's answer and the full CLI's answer to the same command line, which must be identical.
+#[track_caller]
+fn both(agent: &TestAgent, args: &[&str]) -> CliOutput {
+    let front = agent.run_program(Path::new(FRONT), args, None);
+    let cli = agent.run_program(Path::new(CLI), args, None);
+    assert_eq!(
+        (front.code, &front.stdout, &front.stderr),
+        (cli.code, &cli.stdout, &cli.stderr),
+        "`pachagent {}`: the front and pachagent-cli answer differently",
+        args.join(" ")
+    );
+    front
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_and_whoami_answer_the_same_from_the_front_as_from_the_full_cli_in_success_and_failure() {
+    let pachd = PachdDev::start(None, None);
+    let mut agent = TestAgent::new(Keyring::Keyutils);
+    agent.add_context("dev", &pachd.address, &[]);
+    agent.add_context("other", &pachd.address, &[]);
+    agent.start();
+    let robot = pachd.robot_token("ci", 3600).await;
+    agent.cli_stdin(&["login", "--token-stdin"], &format!("{robot}\n")).ok();
+
+    assert_eq!(both(&agent, &["token"]).ok().stdout, format!("{robot}\n"));
+    assert_eq!(both(&agent, &["token", "--min-valid", "10m", "--json"]).ok().json()["token"], robot.as_str());
+    assert!(both(&agent, &["whoami"]).ok().stdout.starts_with("You are \"robot:ci\"\n"));
+    assert_eq!(both(&agent, &["--json", "whoami", "--verify"]).ok().json()["username"], "robot:ci");
+
+    // A session that cannot last as long as asked, a context without a session, one that does not exist.
+    let too_long = both(&agent, &["token", "--min-valid", "2h"]);
+    assert_ne!(too_long.code, 0, "{too_long:#?}");
+    assert_eq!(both(&agent, &["whoami", "--context", "other"]).code, 1);
+    assert_eq!(both(&agent, &["token", "--context=nosuch"]).code, 2);
+    // Usage errors and help come from the one definition of the command line.
+    assert_eq!(both(&agent, &["token", "--min-valid", "soon"]).code, 2);
+    assert!(both(&agent, &["token", "--help"]).ok().stdout.contains("--min-valid"));
+
+    agent.stop();
+    let gone = both(&agent, &["token"]);
+    assert_eq!(gone.code, 3, "{gone:#?}");
+    assert!(gone.stderr.contains("pachagent login"), "{gone:#?}");
+}
+
+#[test]
+fn pachagent_serve_is_the_agent_program_under_the_same_pid() {
+    let mut agent = TestAgent::new(Keyring::Keyutils);
+    agent.start();
+    let pid = agent.agent_pid().unwrap();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert_eq!(exe, Path::new(AGENT).canonicalize().unwrap(), "the process `pachagent serve` started is pachagentd");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(cmdline.starts_with(b"pachagent\0serve"), "it shows as `pachagent serve`: {cmdline:?}");
+    assert_eq!(agent.stop(), Some(0));
+}
+
+#[test]
+fn a_front_installed_without_its_companions_says_what_is_missing_and_how_to_fix_it() {
+    let agent = TestAgent::new(Keyring::Keyutils);
+    let lonely = agent.dir.path().join("bin").join("pachagent");
+    std::fs::create_dir_all(lonely.parent().unwrap()).unwrap();
+    std::fs::copy(FRONT, &lonely).unwrap();
+    let out = agent.run_program(&lonely, &["status"], None);
+    assert_eq!(out.code, 1, "{out:#?}");
+    let missing = agent.dir.path().join("bin").join("pachagent-cli");
+    assert!(out.stderr.starts_with("pachagent: cannot run ") && !out.stderr.trim_end().contains('\n'), "{out:#?}");
+    assert!(out.stderr.contains(&missing.display().to_string()), "names the program it looked for: {out:#?}");
+    assert!(out.stderr.contains("cargo install --path ."), "says how to fix it: {out:#?}");
+    // The front's own commands still work without pachagent-cli (here: no agent runs, which it says).
+    let out = agent.run_program(&lonely, &["token"], None);
+    assert_eq!(out.code, 3, "{out:#?}");
+}
