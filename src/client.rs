@@ -196,8 +196,10 @@ impl tower::Service<http::Request<tonic::body::Body>> for Connection {
     type Error = hyper::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.send.poll_ready(cx)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Always ready: a connection the agent closed fails in `call`, where the generated client keeps hyper's
+        // error as the status's source, so that it reads as a lost agent (exit 3) and not as the agent's answer.
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
@@ -217,8 +219,8 @@ impl tower::Service<http::Request<tonic::body::Body>> for Connection {
 
 /// Connects to the agent, starting one in the background when none answers.
 ///
-/// The agent is `pachagentd serve --socket SOCKET --config CONFIG` (installed next to this executable), in its own process group (so
-/// the terminal's Ctrl-C does not reach it), with stdin and stdout closed, stderr appended to
+/// The agent is `pachagentd serve --socket SOCKET --config CONFIG` (installed next to this executable), in its own
+/// process group (so the terminal's Ctrl-C does not reach it), with stdin and stdout closed, stderr appended to
 /// [`log_path`]`(socket)`, the caller's environment, and `/` as working directory.
 ///
 /// # Errors
@@ -321,6 +323,24 @@ mod tests {
         assert!(socket.exists());
         let err = connect(&socket).await.unwrap_err();
         assert!(matches!(err, ClientError::AgentNotRunning { .. }), "{err:?}");
+    }
+
+    /// An agent that went away between two calls (killed, or `--idle-exit`) is a lost agent to the CLI, whose
+    /// message says so, not an error the agent answered.
+    #[tokio::test]
+    async fn a_connection_the_agent_closed_fails_as_a_lost_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let mut agent = connect(&socket).await.unwrap();
+        drop(listener.accept().await.unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for _ in 0..2 {
+            let status = agent.who_am_i(crate::proto::agent::WhoAmIRequest::default()).await.unwrap_err();
+            let err = crate::cli::Error::Status(status);
+            assert_eq!(err.exit_code(), crate::cli::EXIT_AGENT, "{err}");
+            assert!(err.to_string().contains("lost the connection to the agent"), "{err}");
+        }
     }
 
     #[test]

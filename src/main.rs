@@ -15,5 +15,5 @@ fn main() -> ExitCode {
         quick::Route::Agent => programs::AGENT,
         quick::Route::Cli => programs::CLI,
     };
-    cli::report_companion(&programs::hand_over(program, args))
+    cli::report(&programs::hand_over(program, args).into())
 }

@@ -29,8 +29,9 @@ pub const AGENT: &str = "pachagentd";
 /// Why a companion program could not be run.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "cannot run {program:?}, which pachagent installs next to {name}: {source}; reinstall pachagent (e.g. `cargo \
-     install --path .`) so that pachagent, pachagent-cli and pachagentd sit in one directory",
+    "cannot run {program:?}, which pachagent installs next to {name}: {source}; install pachagent so that \
+     pachagent, pachagent-cli and pachagentd sit in one directory (`cargo install --path .`), or, in a checkout, \
+     build them all (`cargo build --release --bins`)",
     program = .program.display(),
     name = FRONT
 )]
@@ -42,18 +43,31 @@ pub struct CompanionError {
     pub source: io::Error,
 }
 
-/// The path of the companion program `name`, in the directory of the running executable.
+/// The path of the companion program `name`: the file of that name in the directory of the running executable,
+/// links resolved (a link `~/bin/pachagent` to an installation finds that installation's companions).
 ///
 /// # Errors
-/// When the running executable's path cannot be read (`/proc` not mounted).
+/// When the running executable's path cannot be read, or the companion is not there.
 pub fn companion(name: &str) -> Result<PathBuf, CompanionError> {
-    let exe = std::env::current_exe().map_err(|source| CompanionError { program: PathBuf::from(name), source })?;
-    Ok(exe.parent().map_or_else(|| PathBuf::from(name), |dir| dir.join(name)))
+    let failed = |program: PathBuf, source| CompanionError { program, source };
+    let exe = std::env::current_exe()
+        .and_then(std::fs::canonicalize)
+        .map_err(|source| failed(PathBuf::from(name), source))?;
+    // A canonical path is absolute, so this never becomes a bare name looked up in PATH.
+    let dir = exe
+        .parent()
+        .filter(|dir| dir.is_absolute())
+        .ok_or_else(|| failed(PathBuf::from(name), io::Error::other(format!("{} has no directory", exe.display()))))?;
+    let program = dir.join(name);
+    if !program.is_file() {
+        return Err(failed(program, io::Error::new(io::ErrorKind::NotFound, "no such program")));
+    }
+    Ok(program)
 }
 
 /// Replaces this process with the companion `name`, run with `args` and shown as `pachagent` (its usage lines
-/// and messages then name the command the user typed). Keeps the pid, the environment, the open descriptors and
-/// the signal dispositions: to whoever started `pachagent`, nothing changes hands.
+/// and messages then name the command the user typed). Keeps the pid, the environment and the open descriptors
+/// (a socket systemd handed over stays fd 3): to whoever started `pachagent`, nothing changes hands.
 ///
 /// Returns only when the companion could not be run.
 pub fn hand_over(name: &str, args: impl IntoIterator<Item = OsString>) -> CompanionError {

@@ -77,7 +77,7 @@ fn a_front_installed_without_its_companions_says_what_is_missing_and_how_to_fix_
     std::fs::create_dir_all(lonely.parent().unwrap()).unwrap();
     std::fs::copy(FRONT, &lonely).unwrap();
     let out = agent.run_program(&lonely, &["status"], None);
-    assert_eq!(out.code, 1, "{out:#?}");
+    assert_eq!(out.code, 2, "a broken installation is not \"not logged in\" (1): {out:#?}");
     let missing = agent.dir.path().join("bin").join("pachagent-cli");
     assert!(out.stderr.starts_with("pachagent: cannot run ") && !out.stderr.trim_end().contains('\n'), "{out:#?}");
     assert!(out.stderr.contains(&missing.display().to_string()), "names the program it looked for: {out:#?}");

@@ -5,12 +5,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use pachagent::cli::{self, globals};
+use pachagent::cli::{self, agent};
 
 fn main() -> ExitCode {
-    let args = globals::AgentCli::parse();
+    let args = agent::AgentCli::parse();
     match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime.block_on(globals::serve(args)),
+        Ok(runtime) => runtime.block_on(agent::serve(args)),
         Err(e) => cli::report(&cli::Error::Runtime(e)),
     }
 }

@@ -115,6 +115,9 @@ pub enum Error {
     /// Output could not be written.
     #[error("cannot write the output: {0}")]
     Output(#[from] io::Error),
+    /// A program of pachagent's own (`pachagent-cli`, `pachagentd`) is not installed next to this one.
+    #[error(transparent)]
+    Companion(#[from] crate::programs::CompanionError),
     /// The async runtime could not be built.
     #[error("cannot start the async runtime: {0}")]
     Runtime(io::Error),
@@ -136,7 +139,9 @@ impl Error {
             | Error::EmptyClientSecret
             | Error::MissingValue { .. }
             | Error::NoAnswer { .. }
-            | Error::ClientSecret { .. } => EXIT_USAGE,
+            | Error::ClientSecret { .. }
+            // A broken installation is the user's to fix, and must not read as "not logged in".
+            | Error::Companion(_) => EXIT_USAGE,
             Error::Cancelled => EXIT_CANCELLED,
             Error::Daemon(e) => e.exit_code(),
             Error::LoginIncomplete => EXIT_UPSTREAM,

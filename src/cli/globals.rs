@@ -1,20 +1,17 @@
-//! The flags every pachagent program reads (socket, config, context, JSON) and the agent's own (`serve`).
+//! The flags every pachagent program reads (socket, config, context, JSON) and `serve`'s own.
 //!
 //! One definition for the three programs (see [`crate::programs`]): `pachagent-cli` flattens [`GlobalArgs`] into
-//! its command line, `pachagentd` parses [`AgentCli`] (the same globals and the same `serve`), and the front's
-//! quick commands resolve their flags with [`Globals::resolve`]. So a command line means the same thing whichever
-//! program ends up reading it.
+//! its command line, `pachagentd` parses the same globals and the same [`ServeArgs`] ([`super::agent`]), and the
+//! front's quick commands read the same names and variables ([`super::quick`]) and resolve them with
+//! [`Globals::resolve`]. So a command line means the same thing whichever program ends up reading it.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 
-use super::Error;
 use crate::config;
-use crate::daemon::{self, ServeOptions};
 
 /// The help heading of the flags every subcommand accepts.
 const GLOBAL: &str = "Global options";
@@ -29,19 +26,26 @@ pub(super) const SERVE_LONG_ABOUT: &str = "Run the agent in the foreground until
 pub(super) const SERVE_AFTER_HELP: &str =
     "Examples:\n  pachagent serve\n  RUST_LOG=debug pachagent serve --log-format json";
 
+/// The variable `--socket` falls back to.
+pub(super) const SOCKET_ENV: &str = "PACHAGENT_SOCKET";
+/// The variable `--config` falls back to.
+pub(super) const CONFIG_ENV: &str = "PACHAGENT_CONFIG";
+/// The variable `--context` falls back to.
+pub(super) const CONTEXT_ENV: &str = "PACHAGENT_CONTEXT";
+
 /// The flags every subcommand accepts, before or after it.
 #[derive(Debug, Default, Args)]
 pub struct GlobalArgs {
     /// The agent's socket [default: $XDG_RUNTIME_DIR/pachagent/agent.sock, else $TMPDIR/pachagent-UID/agent.sock]
-    #[arg(long, global = true, value_name = "PATH", env = "PACHAGENT_SOCKET", help_heading = GLOBAL)]
+    #[arg(long, global = true, value_name = "PATH", env = SOCKET_ENV, help_heading = GLOBAL)]
     pub(super) socket: Option<OsString>,
 
     /// The configuration file [default: ~/.config/pachagent/config.toml]
-    #[arg(long, global = true, value_name = "PATH", env = "PACHAGENT_CONFIG", help_heading = GLOBAL)]
+    #[arg(long, global = true, value_name = "PATH", env = CONFIG_ENV, help_heading = GLOBAL)]
     pub(super) config: Option<OsString>,
 
     /// The context to use; empty means the active context (see `pachagent context list`)
-    #[arg(long, global = true, value_name = "NAME", env = "PACHAGENT_CONTEXT", help_heading = GLOBAL)]
+    #[arg(long, global = true, value_name = "NAME", env = CONTEXT_ENV, help_heading = GLOBAL)]
     pub(super) context: Option<String>,
 
     /// Print JSON (one object per line) instead of text
@@ -84,6 +88,11 @@ pub struct ServeArgs {
     pub(super) idle_exit: Option<Duration>,
 }
 
+/// Parses `--min-valid`: a human duration (`10m`, `1h 30m`).
+pub(super) fn parse_min_valid(s: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(s)
+}
+
 /// Parses `--idle-exit`: a human duration of at least one second.
 fn parse_idle_exit(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
@@ -100,40 +109,4 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line
     Json,
-}
-
-/// `pachagentd`'s command line: the global flags and `serve`, exactly as `pachagent` reads them.
-#[derive(Debug, Parser)]
-#[command(
-    name = "pachagent",
-    bin_name = "pachagent",
-    version,
-    about = "The pachagent agent: keeps Pachyderm sessions and serves them on a Unix socket",
-    max_term_width = 110
-)]
-pub struct AgentCli {
-    #[command(flatten)]
-    globals: GlobalArgs,
-    #[command(subcommand)]
-    command: AgentCommand,
-}
-
-#[derive(Debug, Subcommand)]
-enum AgentCommand {
-    /// Run the agent in the foreground (until Ctrl-C or SIGTERM)
-    #[command(long_about = SERVE_LONG_ABOUT, after_help = SERVE_AFTER_HELP)]
-    Serve(ServeArgs),
-}
-
-/// Runs the agent for a parsed `pachagentd` command line, until it is stopped; prints an error and returns its
-/// exit code when it cannot run.
-pub async fn serve(cli: AgentCli) -> ExitCode {
-    let AgentCommand::Serve(args) = cli.command;
-    let g = Globals::resolve(cli.globals);
-    super::commands::init_tracing(args.log_format, "info");
-    let opts = ServeOptions { socket: g.socket, config: g.config };
-    match daemon::serve(opts, args.idle_exit).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => super::report(&Error::Daemon(e)),
-    }
 }

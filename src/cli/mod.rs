@@ -4,12 +4,13 @@
 //! hand the answer to [`output`], the only place that prints. `login` also acts for the user on this machine:
 //! it decides whether a browser can be opened here (`browser`), opens the URLs the agent sends, and turns Ctrl-C
 //! into a cancelled login. `context` edits the configuration file directly (the agent need not run), keeps a
-//! client secret in the keyring, and then asks a running agent to reload. `serve` hands over to the agent program
-//! (`pachagentd`, which runs [`globals::serve`]). `quick` is the front's own path for `token` and `whoami`, the
-//! commands scripts call in loops (see [`crate::programs`]). `service` installs the agent as a user service (systemd socket activation or
-//! launchd), `doctor` checks a setup end to end, and `completions`/`man` print text generated from this
+//! client secret in the keyring, and then asks a running agent to reload. `serve` hands over to the agent
+//! program (`pachagentd`, which runs [`agent::serve`]). `quick` is the front's own path for `token` and
+//! `whoami`, the commands scripts call in loops (see [`crate::programs`]). `service` installs the agent as a
+//! user service (systemd socket activation or launchd), `doctor` checks a setup end to end, and `completions`/`man` print text generated from this
 //! definition. No handler keeps a token or secret longer than it takes to send, store or print it.
 
+pub mod agent;
 mod browser;
 mod commands;
 mod completions;
@@ -60,8 +61,8 @@ Exit codes:
   0    success
   1    no valid session (not logged in, expired, login required): run `pachagent login`;
        also used for unexpected local failures
-  2    usage or configuration error: bad arguments, unknown context, invalid config file, or a
-       request the agent refuses in its current state
+  2    usage or configuration error: bad arguments, unknown context, invalid config file, a
+       request the agent refuses in its current state, or an incomplete installation
   3    the agent is not reachable: start it with `pachagent serve`, or run `pachagent login`
   4    upstream failure: pachd or the identity provider is unreachable or failed, or the agent failed
   130  an interactive login was cancelled with Ctrl-C";
@@ -395,7 +396,7 @@ struct WhoamiArgs {
 #[derive(Debug, Args)]
 struct TokenArgs {
     /// Refresh first unless the token stays valid this long (e.g. 10m, 1h30m)
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = globals::parse_min_valid)]
     min_valid: Option<Duration>,
 }
 
@@ -432,7 +433,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let (globals, command) = (globals::Globals::resolve(cli.globals), cli.command);
     // The agent is a program of its own, which reads this command line as this one does.
     if let Command::Serve(_) = command {
-        return report_companion(&crate::programs::hand_over(crate::programs::AGENT, std::env::args_os().skip(1)));
+        return report(&crate::programs::hand_over(crate::programs::AGENT, std::env::args_os().skip(1)).into());
     }
     // `exec` ends with its command's exit status, which is neither success nor one of this CLI's errors.
     if let Command::Exec(args) = command {
@@ -459,13 +460,6 @@ pub fn report(err: &Error) -> ExitCode {
     }
     let _ = output::error(&mut std::io::stderr(), err);
     ExitCode::from(err.exit_code())
-}
-
-/// Prints why a companion program could not be run (see [`crate::programs`]) and returns the exit code of an
-/// unexpected local failure.
-pub fn report_companion(err: &crate::programs::CompanionError) -> ExitCode {
-    let _ = output::error(&mut std::io::stderr(), err);
-    ExitCode::from(EXIT_NO_SESSION)
 }
 
 #[cfg(test)]

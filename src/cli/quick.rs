@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::commands;
-use super::globals::{GlobalArgs, Globals, LogFormat};
+use super::globals::{CONFIG_ENV, CONTEXT_ENV, GlobalArgs, Globals, LogFormat, SOCKET_ENV, parse_min_valid};
 
 /// Which program answers a command line.
 #[derive(Debug)]
@@ -72,7 +72,7 @@ fn read(args: &[OsString]) -> Result<Quick, Route> {
             ("--json", _) if inline.is_none() && !globals.json => globals.json = true,
             ("--min-valid", Some(QuickCommand::Token { min_valid: min_valid @ None })) => {
                 let text = value()?.into_string().map_err(|_| Route::Cli)?;
-                *min_valid = Some(humantime::parse_duration(&text).map_err(|_| Route::Cli)?);
+                *min_valid = Some(parse_min_valid(&text).map_err(|_| Route::Cli)?);
             }
             ("--verify", Some(QuickCommand::WhoAmI { verify: verify @ false })) if inline.is_none() => *verify = true,
             ("token", None) => command = Some(QuickCommand::Token { min_valid: None }),
@@ -84,13 +84,13 @@ fn read(args: &[OsString]) -> Result<Quick, Route> {
     let command = command.ok_or(Route::Cli)?;
     // What clap reads from the environment when a flag is absent.
     if globals.socket.is_none() {
-        globals.socket = std::env::var_os("PACHAGENT_SOCKET");
+        globals.socket = std::env::var_os(SOCKET_ENV);
     }
     if globals.config.is_none() {
-        globals.config = std::env::var_os("PACHAGENT_CONFIG");
+        globals.config = std::env::var_os(CONFIG_ENV);
     }
     if globals.context.is_none() {
-        globals.context = match std::env::var_os("PACHAGENT_CONTEXT") {
+        globals.context = match std::env::var_os(CONTEXT_ENV) {
             Some(context) => Some(context.into_string().map_err(|_| Route::Cli)?),
             None => None,
         };

@@ -31,7 +31,7 @@ fn only_dev_asks_for_a_multi_threaded_runtime() {
 #[test]
 fn the_agent_reads_serve_lines_as_the_cli_does() {
     let agent =
-        |args: &[&str]| globals::AgentCli::try_parse_from(std::iter::once("pachagent").chain(args.iter().copied()));
+        |args: &[&str]| agent::AgentCli::try_parse_from(std::iter::once("pachagent").chain(args.iter().copied()));
     for args in [
         &["serve"][..],
         &["serve", "--log-format", "json"],
@@ -43,7 +43,7 @@ fn the_agent_reads_serve_lines_as_the_cli_does() {
     for args in [&["serve", "--idle-exit", "0s"][..], &["serve", "--log-format", "xml"], &["serve", "extra"]] {
         assert!(parse(args).is_err() && agent(args).is_err(), "{args:?}");
     }
-    globals::AgentCli::command().debug_assert();
+    agent::AgentCli::command().debug_assert();
 }
 
 #[test]

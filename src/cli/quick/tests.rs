@@ -95,3 +95,43 @@ fn a_min_valid_is_a_human_duration() {
     let Route::Quick(quick) = route(&os(&["token", "--min-valid", "1m30s"])) else { panic!("not quick") };
     assert_eq!(quick.command, QuickCommand::Token { min_valid: Some(Duration::from_secs(90)) });
 }
+
+/// The front knows every flag `token` and `whoami` take, by name, variable and default: a flag added to them (or
+/// to the globals) in the full definition, or given a default or another variable, fails here until the front
+/// reads it too.
+#[test]
+fn the_front_knows_every_flag_of_the_commands_it_answers() {
+    use clap::CommandFactory;
+    let mut cli = Cli::command();
+    // Building propagates the global flags into every subcommand.
+    cli.build();
+    for (name, own) in [("token", &["min-valid"][..]), ("whoami", &["verify"])] {
+        let sub = cli.find_subcommand(name).unwrap();
+        let mut flags: Vec<(String, Option<String>, Vec<String>)> = sub
+            .get_arguments()
+            .filter(|a| a.get_id() != "help")
+            .map(|a| {
+                let long = a.get_long().unwrap_or_else(|| panic!("{name}: {} has no long name", a.get_id()));
+                let defaults = a.get_default_values().iter().map(|d| d.to_string_lossy().into_owned()).collect();
+                (long.to_owned(), a.get_env().map(|e| e.to_string_lossy().into_owned()), defaults)
+            })
+            .collect();
+        flags.sort();
+        // (name, variable, defaults): a switch's only default is `false`.
+        let mut known: Vec<(String, Option<String>, Vec<String>)> = [
+            ("config", Some("PACHAGENT_CONFIG"), None),
+            ("context", Some("PACHAGENT_CONTEXT"), None),
+            ("json", None, Some("false")),
+            ("socket", Some("PACHAGENT_SOCKET"), None),
+        ]
+        .into_iter()
+        .chain(own.iter().map(|f| (*f, None, (*f == "verify").then_some("false"))))
+        .map(|(long, env, default)| {
+            (long.to_owned(), env.map(str::to_owned), default.map(str::to_owned).into_iter().collect())
+        })
+        .collect();
+        known.sort();
+        assert_eq!(flags, known, "`{name}`'s flags changed: teach cli::quick::read the change");
+        assert!(sub.get_positionals().next().is_none(), "`{name}` takes no positional argument");
+    }
+}
