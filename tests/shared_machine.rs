@@ -74,6 +74,16 @@ impl Victim {
     }
 }
 
+/// As `other`: makes `dir` first, sticky and writable by everyone like `/tmp`, and plants in it a link named
+/// `name` to the victim's `target`.
+fn plant_shared_dir_with_link(other: &OtherUser, dir: &Path, name: &str, target: &Path) {
+    other.sh(&format!(
+        "mkdir '{d}' && chmod 1777 '{d}' && ln -s '{t}' '{d}/{name}'",
+        d = dir.display(),
+        t = target.display()
+    ));
+}
+
 /// A file's bytes and mode, to compare before and after an attack.
 fn snapshot(path: &Path) -> (Vec<u8>, u32) {
     let meta = std::fs::metadata(path).unwrap();
@@ -87,11 +97,7 @@ fn an_agent_refuses_a_directory_another_user_made_first_and_never_writes_through
     let precious = victim.precious();
     let before = snapshot(&precious);
     let dir = victim.agent_dir();
-    other.sh(&format!(
-        "mkdir '{d}' && chmod 1777 '{d}' && ln -s '{p}' '{d}/agent.sock.lock'",
-        d = dir.display(),
-        p = precious.display()
-    ));
+    plant_shared_dir_with_link(&other, &dir, "agent.sock.lock", &precious);
 
     let out = victim.cli(&["serve"]);
     assert_ne!(out.code, 0, "the agent must not start there: {out:#?}");
@@ -192,12 +198,7 @@ fn the_cli_never_opens_an_agent_log_through_a_link_another_user_planted() {
     let precious = victim.precious();
     let before = snapshot(&precious);
     let dir = victim.agent_dir();
-    // In a directory of the other user's.
-    other.sh(&format!(
-        "mkdir '{d}' && chmod 1777 '{d}' && ln -s '{p}' '{d}/agent.log'",
-        d = dir.display(),
-        p = precious.display()
-    ));
+    plant_shared_dir_with_link(&other, &dir, "agent.log", &precious);
     let out = victim.cli(&["login"]);
     assert_eq!(out.code, 3, "{out:#?}");
     assert!(out.stderr.contains(&format!("belongs to uid {}", other.uid)), "{}", out.stderr);
