@@ -746,12 +746,17 @@ fn status_mb(pid: u32, field: &str) -> Result<f64> {
 
 /// utime + stime, in clock ticks.
 fn cpu_ticks(pid: u32) -> Result<u64> {
+    let fields = stat_fields(pid)?;
+    let field = |n: usize| -> Result<u64> { Ok(fields.get(n - 3).ok_or("short /proc stat")?.parse::<u64>()?) };
+    Ok(field(14)? + field(15)?)
+}
+
+/// The fields of `/proc/PID/stat` from the third on (state, ppid, ...), as `proc(5)` numbers them less 3.
+fn stat_fields(pid: u32) -> Result<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name may hold spaces; fields are counted after its closing parenthesis (field 3 = state).
     let rest = stat.rsplit_once(')').ok_or("bad /proc stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| -> Result<u64> { Ok(fields.get(n - 3).ok_or("short /proc stat")?.parse::<u64>()?) };
-    Ok(field(14)? + field(15)?)
+    Ok(rest.split_whitespace().map(str::to_owned).collect())
 }
 
 fn seconds_left(token: &GetTokenResponse) -> Option<u64> {

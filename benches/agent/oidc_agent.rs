@@ -156,11 +156,9 @@ fn children(pid: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|candidate| {
-            std::fs::read_to_string(format!("/proc/{candidate}/stat")).ok().and_then(|stat| {
-                let rest = stat.rsplit_once(')')?.1;
-                rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-            }) == Some(pid)
+        // Field 4, the parent's pid.
+        .filter(|&candidate| {
+            super::stat_fields(candidate).ok().and_then(|fields| fields.get(1)?.parse::<u32>().ok()) == Some(pid)
         })
         .collect()
 }

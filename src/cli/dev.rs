@@ -192,7 +192,7 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// path (after `cargo run`, the programs are in `target/` and not on PATH). `cargo run` builds only the program it
 /// runs (`pachagent-cli`); when the front is not there, this program answers the same commands.
 fn cli_command() -> String {
-    let front = crate::programs::companion(crate::programs::FRONT).ok().filter(|front| front.is_file());
+    let front = crate::programs::companion(crate::programs::FRONT).ok();
     let Some(exe) = front.or_else(|| std::env::current_exe().ok()) else { return "pachagent".to_owned() };
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths).map(|dir| dir.join("pachagent")).find(|candidate| {

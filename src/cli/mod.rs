@@ -7,8 +7,8 @@
 //! client secret in the keyring, and then asks a running agent to reload. `serve` hands over to the agent
 //! program (`pachagentd`, which runs [`agent::serve`]). `quick` is the front's own path for `token` and
 //! `whoami`, the commands scripts call in loops (see [`crate::programs`]). `service` installs the agent as a
-//! user service (systemd socket activation or launchd), `doctor` checks a setup end to end, and `completions`/`man` print text generated from this
-//! definition. No handler keeps a token or secret longer than it takes to send, store or print it.
+//! user service (systemd socket activation or launchd), `doctor` checks a setup end to end, and
+//! `completions`/`man` print text generated from this definition. No handler keeps a token or secret longer than it takes to send, store or print it.
 
 pub mod agent;
 mod browser;
