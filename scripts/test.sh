@@ -149,6 +149,11 @@ prepare() {
 declare -a SUMMARY=()
 declare -a FAILED_TESTS=()
 FAILED=0
+# A CI run builds once from a clean clone: incremental compilation's caches would only take disk (1.6 GB).
+if [ "${CI:-}" = "true" ]; then
+    export CARGO_INCREMENTAL=0
+fi
+
 # Where the test step keeps nextest's output (read back for the summary).
 export NEXTEST_LOG="${NEXTEST_LOG:-$PWD/target/nextest-output.log}"
 

@@ -16,13 +16,15 @@
 //! [`Store`].
 
 mod error;
-#[cfg(any(target_os = "linux", target_os = "macos", target_os = "windows"))]
+#[cfg(any(target_os = "macos", target_os = "windows"))]
 mod keyring;
 #[cfg(target_os = "linux")]
 mod keyutils;
 mod lanes;
 mod memory;
 mod record;
+#[cfg(target_os = "linux")]
+mod secret_service;
 #[cfg(test)]
 mod tests;
 
@@ -208,7 +210,7 @@ impl Store {
     fn platform(backend: Backend, service: &str) -> Result<Store, Error> {
         let raw: Arc<dyn RawStore> = match backend {
             #[cfg(target_os = "linux")]
-            Backend::SecretService => Arc::new(keyring::KeyringStore::new(backend, service)),
+            Backend::SecretService => Arc::new(secret_service::SecretServiceStore::new(service)),
             #[cfg(target_os = "linux")]
             Backend::Keyutils => Arc::new(keyutils::UserKeyring::new(service)),
             #[cfg(target_os = "macos")]
