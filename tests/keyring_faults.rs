@@ -117,6 +117,28 @@ async fn a_keyring_daemon_killed_mid_run_is_reported_and_the_agent_stores_again_
     assert_eq!(agent.cli(&["whoami"]).0.ok().stdout, "You are \"robot:ci-2\"\n");
 }
 
+/// gnome-keyring aborts when client after client opens a Secret Service session and goes away (its own bug: the
+/// suite's keyring died that way), taking every secret of the desktop session with it until it is started again,
+/// locked. The agent keeps one session for all its keyring calls: through logins, status probes and a logout,
+/// gnome-keyring sees the one session the agent opened when it started.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_makes_all_its_keyring_calls_over_the_one_secret_service_session_it_opened_at_start() {
+    let pachd = PachdDev::start(None, None);
+    let mut agent = serving_agent("secret-service", &Surroundings::PrivateKeyring(Prepare::Unlocked), &pachd);
+    let at_start = agent.keyring_sessions();
+    assert_eq!(at_start.len(), 1, "the agent's start-up probe opened one session and kept it: {at_start:?}");
+    for n in 0..4 {
+        let token = pachd.robot_token(&format!("ci-{n}"), 0).await;
+        agent.cli_stdin(&["login", "--token-stdin"], &format!("{token}\n")).0.ok();
+        let (status, _) = agent.status();
+        assert_eq!(status["store"]["available"], true, "each status probes the keyring: {status}");
+    }
+    agent.cli(&["logout"]).0.ok();
+    assert_eq!(agent.keyring_sessions(), at_start, "every call went over the session opened at start");
+    let (code, _) = agent.stop(Duration::from_secs(15));
+    assert_eq!(code, 0);
+}
+
 /// `logout` on a locked keyring still revokes the token at pachd and forgets the session, but cannot remove the
 /// keyring entry. Its error must say so (the engine documents "the outcome so far is in the message"): a user
 /// told only "the keyring is locked, retry" does not know the token is already dead.

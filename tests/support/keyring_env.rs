@@ -609,6 +609,25 @@ impl AgentIn {
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// The Secret Service sessions the private gnome-keyring has open (their object paths, sorted): one per
+    /// client connection that opened one and is still there.
+    pub fn keyring_sessions(&self) -> Vec<String> {
+        let xml = self.bus_call(&[
+            "--dest=org.freedesktop.secrets",
+            "/org/freedesktop/secrets/session",
+            "org.freedesktop.DBus.Introspectable.Introspect",
+        ]);
+        let mut sessions: Vec<String> = xml
+            .split("<node name=\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .filter(|name| !name.is_empty())
+            .map(|name| format!("/org/freedesktop/secrets/session/{name}"))
+            .collect();
+        sessions.sort();
+        sessions
+    }
+
     /// The record of `context` in the kernel user keyring, read by this (other) process.
     pub fn keyutils_record(&self, context: &str) -> Option<pachagent::store::StoredSession> {
         let service = self.service.clone();
