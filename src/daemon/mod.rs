@@ -245,11 +245,18 @@ async fn run_tracked(
 }
 
 /// Completes on SIGINT or SIGTERM.
-async fn stop_signal() {
+fn stop_signal() -> impl Future<Output = ()> {
+    // Registered now, not when first polled: the socket answers before the serving loop polls this, and a SIGTERM
+    // sent as soon as it answers (a service manager stopping a unit that just started) must stop the agent
+    // cleanly, not kill it with the signal's default action.
     #[cfg(unix)]
-    {
+    let signals = {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    };
+    async move {
+        #[cfg(unix)]
+        match signals {
             (Ok(mut int), Ok(mut term)) => {
                 tokio::select! {
                     _ = int.recv() => {}
@@ -260,10 +267,10 @@ async fn stop_signal() {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
