@@ -115,6 +115,8 @@ async fn a_keyring_daemon_killed_mid_run_is_reported_and_the_agent_stores_again_
     let item = agent.keyring_item("dev").expect("the new login is in the revived keyring");
     assert!(item.contains(&other), "the keyring holds the new session");
     assert_eq!(agent.cli(&["whoami"]).0.ok().stdout, "You are \"robot:ci-2\"\n");
+    let sessions = agent.keyring_sessions();
+    assert_eq!(sessions.len(), 1, "the agent opened one session on the revived keyring and kept it: {sessions:?}");
 }
 
 /// gnome-keyring aborts when client after client opens a Secret Service session and goes away (its own bug: the
@@ -401,6 +403,26 @@ fn an_agent_configured_for_the_secret_service_gives_up_on_a_frozen_keyring_after
         &["pachagent: the secret-service store did not answer within 5 s", "store = \"keyutils\""],
         "the agent's last words",
     );
+}
+
+/// A stop asked for while the agent waits on a frozen keyring at start-up (a service manager giving up on a unit
+/// that has just started, a Ctrl-C) is obeyed at once and cleanly: exit 0, well before the store's 5 s timeout,
+/// and the socket removed.
+#[test]
+fn an_agent_stopped_while_it_waits_on_a_frozen_keyring_at_start_up_exits_at_once_and_cleanly() {
+    let mut agent = AgentIn::new("secret-service");
+    agent.start(&Surroundings::PrivateKeyring(Prepare::Frozen));
+    // The agent takes its socket, then opens the store.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !agent.socket.exists() {
+        assert!(std::time::Instant::now() < deadline, "no socket within 20 s:\n{}", agent.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, took) = agent.stop(Duration::from_secs(15));
+    assert_eq!(code, 0, "{}", agent.log_text());
+    assert!(took < TIMEOUT_FLOOR, "it took {took:?} to stop: it waited for the keyring");
+    assert_contains(&agent.log_text(), &["agent stopped while starting"], "the agent's log");
+    assert!(!agent.socket.exists(), "the socket is left behind");
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -141,7 +141,13 @@ pub async fn serve_until_idle(
             (listener, guard, false)
         }
     };
-    let store = Store::open(config.store, &config.keyring_service).await?;
+    // A stop asked for while the store opens or sessions are restored (each can wait on a frozen keyring for
+    // seconds) is obeyed at once; what is stored stays for the next start.
+    tokio::pin!(shutdown);
+    let store = tokio::select! {
+        store = Store::open(config.store, &config.keyring_service) => store?,
+        () = &mut shutdown => return stopped_while_starting(),
+    };
     let local = listener.local_addr().ok().and_then(|a| a.as_pathname().map(std::path::Path::to_owned));
     info!(
         socket = %local.as_deref().unwrap_or(&opts.socket).display(),
@@ -152,7 +158,10 @@ pub async fn serve_until_idle(
         "agent listening"
     );
     let engine = SessionEngine::new(config, store);
-    engine.restore().await;
+    tokio::select! {
+        () = engine.restore() => {}
+        () = &mut shutdown => return stopped_while_starting(),
+    }
     let verifier = {
         let engine = Arc::clone(&engine);
         tokio::spawn(async move { engine.verify_all().await })
@@ -184,6 +193,12 @@ pub async fn serve_until_idle(
     drop(guard);
     info!("agent stopped");
     result
+}
+
+/// What the agent says and returns when a stop came before it served.
+fn stopped_while_starting() -> Result<(), Error> {
+    info!("agent stopped while starting");
+    Ok(())
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then lets in-flight calls finish (up to a deadline)
@@ -246,9 +261,9 @@ async fn run_tracked(
 
 /// Completes on SIGINT or SIGTERM.
 fn stop_signal() -> impl Future<Output = ()> {
-    // Registered now, not when first polled: the socket answers before the serving loop polls this, and a SIGTERM
-    // sent as soon as it answers (a service manager stopping a unit that just started) must stop the agent
-    // cleanly, not kill it with the signal's default action.
+    // On Unix, registered now, not when first polled: the socket answers before the serving loop polls this, and
+    // a SIGTERM sent as soon as it answers (a service manager stopping a unit that just started) must stop the
+    // agent cleanly, not kill it with the signal's default action.
     #[cfg(unix)]
     let signals = {
         use tokio::signal::unix::{SignalKind, signal};

@@ -1,5 +1,5 @@
 //! Backends reached through the `keyring` crate: the Keychain (macOS) and the Credential Manager (Windows). The
-//! Secret Service has its own module ([`super::secret_service`]), which keeps its connection between calls.
+//! Secret Service has its own module (`super::secret_service`, Linux), which keeps its connection between calls.
 //!
 //! Owns the translation between `keyring` and this module: credentials are built directly for the one platform
 //! store (never through `keyring`'s default builder, which silently falls back to an in-memory mock when no
@@ -75,19 +75,11 @@ impl RawStore for KeyringStore {
         }
     }
 
-    /// Writes, reads back and deletes a probe entry. A lookup of a missing entry would not do: the Secret Service
-    /// answers searches even when the collection is locked, and only reading or writing a secret shows the lock.
-    /// The probe lives under `<service>:probe`, a service no store can have (service names exclude `:`), so it
-    /// never meets a context's entry. Its account names this process and this probe, so that no two probes ever
-    /// read or delete each other's entry: not two processes opening the store at once (an agent starting while
-    /// `doctor` runs), nor two probes of one agent, one of which gave up on a frozen keyring while its thread,
-    /// which a timeout cannot stop, carries on when the keyring wakes.
+    /// Writes, reads back and deletes a probe entry under `<service>:probe`, whose account names this process
+    /// and this probe: the Secret Service backend's probe (`super::secret_service`) says why each part matters.
     fn probe(&self) -> Result<(), Error> {
-        const VALUE: &[u8] = b"pachagent probe";
-        static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let account = format!("probe-{}-{n}", std::process::id());
-        let service = format!("{}:probe", self.service);
+        const VALUE: &[u8] = super::PROBE_VALUE;
+        let (service, account) = super::probe_entry(&self.service);
         let credential = self.credential(&service, &account)?;
         credential.set_secret(VALUE).map_err(|e| self.fail(&account, e))?;
         let read = credential.get_secret().map_err(|e| self.fail(&account, e))?;

@@ -4,8 +4,8 @@
 //! service name, account = the context name) holding a small versioned JSON record ([`StoredSession`]). The
 //! record only ever goes to an OS secret store — the freedesktop Secret Service, the Linux kernel keyutils user
 //! keyring, the macOS Keychain or the Windows Credential Manager — never to a plaintext file, and never to
-//! `keyring`'s in-memory mock: every credential is built for an explicitly chosen backend. [`Store::memory`]
-//! exists for engine unit tests only.
+//! the `keyring` crate's in-memory mock (on macOS and Windows, where that crate is used): every credential is
+//! built for an explicitly chosen backend. [`Store::memory`] exists for engine unit tests only.
 //!
 //! Platform stores can stall (a Secret Service waiting on an unlock prompt nobody answers), so every call into
 //! one runs on its own thread under [`CALL_TIMEOUT`] and fails with [`Error::TimedOut`] rather than hang. The
@@ -87,6 +87,20 @@ impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// What a probe writes and reads back.
+#[cfg(any(target_os = "linux", target_os = "macos", target_os = "windows"))]
+const PROBE_VALUE: &[u8] = b"pachagent probe";
+
+/// The service and account of a new probe entry for `service`'s store: the service `<service>:probe`, which no
+/// store can have (service names exclude `:`), and an account that names this process and this probe, so that no
+/// two probes ever touch each other's entry (see the Secret Service backend's probe).
+#[cfg(any(target_os = "linux", target_os = "macos", target_os = "windows"))]
+fn probe_entry(service: &str) -> (String, String) {
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    (format!("{service}:probe"), format!("probe-{}-{n}", std::process::id()))
 }
 
 /// The raw operations a backend provides; records are already encoded. Implementations block and must be called

@@ -13,7 +13,7 @@
 //! [`super::Store`] runs them on a separate thread under a timeout.
 //!
 //! The crate's errors wrap D-Bus errors whose names carry the meaning (a locked collection, no provider), so
-//! [`classify`] reads their text: the one place that does.
+//! [`classify_text`] reads their text: the one place that does.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -46,12 +46,15 @@ impl SecretServiceStore {
     }
 
     /// Runs `op` on the kept connection (or a new one), and starts over when that can help:
-    /// - once on a new connection when the kept one fails for any reason but a lock, since a daemon that was
-    ///   restarted no longer knows the kept session;
-    /// - after a short pause when the service answered that an object it had just listed does not exist. That
-    ///   happens while another client's write or delete is half done — notably one whose process was killed in
-    ///   the middle (gnome-keyring lists a new item before its interface is there). Such a state lasts
-    ///   milliseconds; failing on it would make an agent restarted after a crash refuse to start.
+    /// - after a short pause, on the same connection, when the service answered that an object it had just listed
+    ///   does not exist. That happens while another client's write or delete is half done — notably one whose
+    ///   process was killed in the middle (gnome-keyring lists a new item before its interface is there). Such a
+    ///   state lasts milliseconds; failing on it would make an agent restarted after a crash refuse to start;
+    /// - once, on a new connection, when the kept one fails otherwise (a restarted daemon no longer knows the
+    ///   kept session, a bus that went away). A lock is the user's to lift: it is reported at once.
+    ///
+    /// A connection that failed is not kept for the next call, so a store opens at most one new session per call
+    /// however the service misbehaves.
     fn call<T>(&self, account: &str, op: impl Fn(&SecretService<'static>) -> Result<T, Failure>) -> Result<T, Error> {
         let mut vanished_retries = 0;
         let mut renewed = false;
@@ -62,31 +65,37 @@ impl SecretServiceStore {
                 Err(Failure::Several(count)) => return Err(self.ambiguous(account, count)),
                 Err(Failure::Service(e)) => e,
             };
-            let locked = matches!(e, SsError::Locked | SsError::Prompt | SsError::NoResult);
-            if !locked {
-                self.forget(&connection);
+            let text = e.to_string();
+            if matches!(classify_text(&e, &text), Class::Locked) {
+                return Err(classify(e));
             }
-            if kept && !locked && !renewed {
-                renewed = true;
-                tracing::debug!("a Secret Service call failed on the kept connection; trying a new one");
-            } else if vanished(&e.to_string()) && vanished_retries < VANISHED_RETRIES {
+            if vanished(&text) && vanished_retries < VANISHED_RETRIES {
                 vanished_retries += 1;
                 tracing::debug!(attempt = vanished_retries, "the Secret Service named an item it could not find");
                 std::thread::sleep(Duration::from_millis(50 * u64::from(vanished_retries)));
-            } else {
-                return Err(classify(e));
+                continue;
             }
+            self.forget(&connection);
+            if kept && !renewed {
+                renewed = true;
+                tracing::debug!("a Secret Service call failed on the kept connection; trying a new one");
+                continue;
+            }
+            return Err(classify(e));
         }
     }
 
-    /// The kept connection, or a new one (then kept); and whether it was kept from an earlier call.
+    /// The kept connection, or a new one (then kept); and whether it was kept from an earlier call. The new
+    /// connection is opened outside the lock: a service that hangs on it must not hold up calls that find a
+    /// connection already there.
     fn connection(&self) -> Result<(Arc<SecretService<'static>>, bool), SsError> {
-        let mut slot = self.connection.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(connection) = slot.as_ref() {
+        if let Some(connection) = self.connection.lock().unwrap_or_else(PoisonError::into_inner).as_ref() {
             return Ok((Arc::clone(connection), true));
         }
-        let connection = Arc::new(SecretService::connect(EncryptionType::Dh)?);
-        *slot = Some(Arc::clone(&connection));
+        let opened = Arc::new(SecretService::connect(EncryptionType::Dh)?);
+        let mut slot = self.connection.lock().unwrap_or_else(PoisonError::into_inner);
+        // Another call may have opened one meanwhile; keep that one (this thread drops its own, off the runtime).
+        let connection = Arc::clone(slot.get_or_insert(opened));
         Ok((connection, false))
     }
 
@@ -228,11 +237,8 @@ impl RawStore for SecretServiceStore {
     /// `doctor` runs), nor two probes of one agent, one of which gave up on a frozen keyring while its thread,
     /// which a timeout cannot stop, carries on when the keyring wakes.
     fn probe(&self) -> Result<(), Error> {
-        const VALUE: &[u8] = b"pachagent probe";
-        static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let account = format!("probe-{}-{n}", std::process::id());
-        let service = format!("{}:probe", self.service);
+        const VALUE: &[u8] = super::PROBE_VALUE;
+        let (service, account) = super::probe_entry(&self.service);
         self.write(&service, &account, VALUE)?;
         let read = self.read(&service, &account)?;
         self.delete(&service, &account)?;
@@ -258,9 +264,17 @@ fn vanished(text: &str) -> bool {
 const NO_DEFAULT_KEYRING: &str = "the Secret Service has no default keyring; create one by logging in to a desktop \
                                   session once, or with `gnome-keyring-daemon --unlock` given a password on stdin";
 
-/// Turns a Secret Service error into ours, sorting out the failures that have a next step other than "report a
-/// bug". Only `Display` text is used; none of it carries a secret.
-fn classify(e: SsError) -> Error {
+/// What an error means for the user.
+enum Class {
+    Locked,
+    NoDefaultKeyring,
+    Unreachable,
+    Other,
+}
+
+/// Sorts out the failures that have a next step other than "report a bug". The crate's errors wrap D-Bus errors
+/// whose names carry the meaning, so their text is read.
+fn classify_text(e: &SsError, text: &str) -> Class {
     const LOCKED: [&str; 3] = ["org.freedesktop.Secret.Error.IsLocked", "object locked", "prompt dismissed"];
     const UNREACHABLE: [&str; 7] = [
         "no secret service provider or dbus session found",
@@ -272,17 +286,21 @@ fn classify(e: SsError) -> Error {
         "No such file or directory",
     ];
     match e {
-        SsError::Locked | SsError::Prompt => Error::Locked { backend: BACKEND },
-        SsError::NoResult => Error::Unavailable { backend: BACKEND, reason: NO_DEFAULT_KEYRING.to_owned() },
-        other => {
-            let text = other.to_string();
-            if LOCKED.iter().any(|p| text.contains(p)) {
-                Error::Locked { backend: BACKEND }
-            } else if UNREACHABLE.iter().any(|p| text.contains(p)) {
-                Error::Unavailable { backend: BACKEND, reason: text }
-            } else {
-                Error::Platform { backend: BACKEND, reason: text }
-            }
-        }
+        SsError::Locked | SsError::Prompt => Class::Locked,
+        SsError::NoResult => Class::NoDefaultKeyring,
+        _ if LOCKED.iter().any(|p| text.contains(p)) => Class::Locked,
+        _ if UNREACHABLE.iter().any(|p| text.contains(p)) => Class::Unreachable,
+        _ => Class::Other,
+    }
+}
+
+/// Turns a Secret Service error into ours. Only `Display` text is used; none of it carries a secret.
+fn classify(e: SsError) -> Error {
+    let text = e.to_string();
+    match classify_text(&e, &text) {
+        Class::Locked => Error::Locked { backend: BACKEND },
+        Class::NoDefaultKeyring => Error::Unavailable { backend: BACKEND, reason: NO_DEFAULT_KEYRING.to_owned() },
+        Class::Unreachable => Error::Unavailable { backend: BACKEND, reason: text },
+        Class::Other => Error::Platform { backend: BACKEND, reason: text },
     }
 }
