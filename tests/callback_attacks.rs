@@ -248,11 +248,8 @@ fn a_flood_of_connections_that_exhausts_the_agents_file_descriptors_does_not_end
     // More than the descriptors left and than the listener's cap, and fewer than the kernel queues for a
     // listener (somaxconn, 128 on older kernels), so that every connect completes at once.
     let flood: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(("127.0.0.1", login.port)).unwrap()).collect();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !agent.log_text().contains("accepting a connection on the login callback failed; retrying") {
-        assert!(std::time::Instant::now() < deadline, "the agent never ran out of descriptors:\n{}", agent.log_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // The agent runs out of descriptors and says it will retry.
+    agent.wait_for_log("accepting a connection on the login callback failed; retrying", Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(500));
     drop(flood);
     limit_open_files(pid, 1024);

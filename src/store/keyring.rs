@@ -9,7 +9,7 @@
 use keyring::credential::Credential;
 use zeroize::Zeroizing;
 
-use super::{Backend, Error, RawStore};
+use super::{Backend, Error, PROBE_VALUE, RawStore};
 
 /// One service's entries in a `keyring` backend.
 pub(super) struct KeyringStore {
@@ -75,19 +75,17 @@ impl RawStore for KeyringStore {
         }
     }
 
-    /// Writes, reads back and deletes a probe entry under `<service>:probe`, whose account names this process
-    /// and this probe: the Secret Service backend's probe (`super::secret_service`) says why each part matters.
+    /// Writes, reads back and deletes a probe entry ([`super::probe_entry`]).
     fn probe(&self) -> Result<(), Error> {
-        const VALUE: &[u8] = super::PROBE_VALUE;
         let (service, account) = super::probe_entry(&self.service);
         let credential = self.credential(&service, &account)?;
-        credential.set_secret(VALUE).map_err(|e| self.fail(&account, e))?;
+        credential.set_secret(PROBE_VALUE).map_err(|e| self.fail(&account, e))?;
         let read = credential.get_secret().map_err(|e| self.fail(&account, e))?;
         match credential.delete_credential() {
             Ok(()) | Err(keyring::Error::NoEntry) => {}
             Err(e) => return Err(self.fail(&account, e)),
         }
-        if read == VALUE {
+        if read == PROBE_VALUE {
             Ok(())
         } else {
             Err(Error::Platform {

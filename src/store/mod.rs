@@ -93,9 +93,11 @@ impl fmt::Display for Backend {
 #[cfg(any(target_os = "linux", target_os = "macos", target_os = "windows"))]
 const PROBE_VALUE: &[u8] = b"pachagent probe";
 
-/// The service and account of a new probe entry for `service`'s store: the service `<service>:probe`, which no
-/// store can have (service names exclude `:`), and an account that names this process and this probe, so that no
-/// two probes ever touch each other's entry (see the Secret Service backend's probe).
+/// The service and account of a new probe entry for `service`'s store. The service is `<service>:probe`, which no
+/// store can have (service names exclude `:`), so a probe never meets a context's entry. The account names this
+/// process and this probe, so that no two probes ever read or delete each other's entry: not two processes opening
+/// the store at once (an agent starting while `doctor` runs), nor two probes of one agent, one of which gave up on a
+/// frozen keyring while its thread, which a timeout cannot stop, carries on when the keyring wakes.
 #[cfg(any(target_os = "linux", target_os = "macos", target_os = "windows"))]
 fn probe_entry(service: &str) -> (String, String) {
     static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

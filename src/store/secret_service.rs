@@ -23,7 +23,7 @@ use secret_service::blocking::{Item, SecretService};
 use secret_service::{EncryptionType, Error as SsError};
 use zeroize::Zeroizing;
 
-use super::{Backend, Error, RawStore};
+use super::{Backend, Error, PROBE_VALUE, RawStore};
 
 const BACKEND: Backend = Backend::SecretService;
 
@@ -66,8 +66,9 @@ impl SecretServiceStore {
                 Err(Failure::Service(e)) => e,
             };
             let text = e.to_string();
-            if matches!(classify_text(&e, &text), Class::Locked) {
-                return Err(classify(e));
+            let class = classify_text(&e, &text);
+            if matches!(class, Class::Locked) {
+                return Err(error(class, text));
             }
             if vanished(&text) && vanished_retries < VANISHED_RETRIES {
                 vanished_retries += 1;
@@ -81,7 +82,7 @@ impl SecretServiceStore {
                 tracing::debug!("a Secret Service call failed on the kept connection; trying a new one");
                 continue;
             }
-            return Err(classify(e));
+            return Err(error(class, text));
         }
     }
 
@@ -229,20 +230,15 @@ impl RawStore for SecretServiceStore {
         self.delete(&self.service, account)
     }
 
-    /// Writes, reads back and deletes a probe entry. A lookup of a missing entry would not do: the Secret Service
-    /// answers searches even when the collection is locked, and only reading or writing a secret shows the lock.
-    /// The probe lives under `<service>:probe`, a service no store can have (service names exclude `:`), so it
-    /// never meets a context's entry. Its account names this process and this probe, so that no two probes ever
-    /// read or delete each other's entry: not two processes opening the store at once (an agent starting while
-    /// `doctor` runs), nor two probes of one agent, one of which gave up on a frozen keyring while its thread,
-    /// which a timeout cannot stop, carries on when the keyring wakes.
+    /// Writes, reads back and deletes a probe entry ([`super::probe_entry`]). A lookup of a missing entry would
+    /// not do: the Secret Service answers searches even when the collection is locked, and only reading or writing
+    /// a secret shows the lock.
     fn probe(&self) -> Result<(), Error> {
-        const VALUE: &[u8] = super::PROBE_VALUE;
         let (service, account) = super::probe_entry(&self.service);
-        self.write(&service, &account, VALUE)?;
+        self.write(&service, &account, PROBE_VALUE)?;
         let read = self.read(&service, &account)?;
         self.delete(&service, &account)?;
-        if read.as_deref().map(Vec::as_slice) == Some(VALUE) {
+        if read.as_deref().map(Vec::as_slice) == Some(PROBE_VALUE) {
             Ok(())
         } else {
             Err(Error::Platform {
@@ -297,7 +293,12 @@ fn classify_text(e: &SsError, text: &str) -> Class {
 /// Turns a Secret Service error into ours. Only `Display` text is used; none of it carries a secret.
 fn classify(e: SsError) -> Error {
     let text = e.to_string();
-    match classify_text(&e, &text) {
+    error(classify_text(&e, &text), text)
+}
+
+/// Our error for an error of `class` whose text is `text`.
+fn error(class: Class, text: String) -> Error {
+    match class {
         Class::Locked => Error::Locked { backend: BACKEND },
         Class::NoDefaultKeyring => Error::Unavailable { backend: BACKEND, reason: NO_DEFAULT_KEYRING.to_owned() },
         Class::Unreachable => Error::Unavailable { backend: BACKEND, reason: text },

@@ -361,6 +361,21 @@ impl TestAgent {
         text
     }
 
+    /// Waits until the agent's log says `needle` (the agent logs what a client did when it gets to it, which on a
+    /// loaded machine may be after the client is gone); returns the log. Fails with the log after `within`.
+    #[track_caller]
+    pub fn wait_for_log(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let log = self.log_text();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "no {needle:?} in the agent's log within {within:?}:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Runs the CLI.
     pub fn cli(&self, args: &[&str]) -> CliOutput {
         self.cli_with_stdin(args, None)
