@@ -14,7 +14,8 @@ use crate::client::{self, ClientError};
 use crate::config::{self, Config, Method, NewContext, RedirectHost};
 use crate::pachctl;
 use crate::proto::agent::{
-    GetStatusRequest, GetTokenRequest, LogoutRequest, ReloadConfigRequest, WatchRequest, WhoAmIRequest,
+    GetStatusRequest, GetTokenRequest, GetTokenResponse, LogoutRequest, ReloadConfigRequest, WatchRequest,
+    WhoAmIRequest, WhoAmIResponse,
 };
 use crate::secret::{ClientSecret, PachToken};
 use crate::store::{Backend, Store};
@@ -57,14 +58,14 @@ async fn client_command(g: &Globals, command: Command) -> Result<(), Error> {
             let resp = agent.logout(req).await?.into_inner();
             Ok(output::logout(&mut io::stdout(), &resp, g.json)?)
         }
-        Command::Whoami(args) => whoami(g, args.verify).await,
+        Command::Whoami(args) => whoami(g, args.verify),
         Command::Status => {
             let mut agent = connect(g).await?;
             let resp = agent.get_status(GetStatusRequest {}).await?.into_inner();
             let colour = output::use_colour(io::stdout().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
             Ok(output::status(&mut io::stdout(), &resp, Utc::now(), g.json, colour)?)
         }
-        Command::Token(args) => token(g, args.min_valid).await,
+        Command::Token(args) => token(g, args.min_valid),
         Command::Watch(args) => {
             let mut agent = connect(g).await?;
             let req = WatchRequest { context: g.context.clone(), all_contexts: args.all };
@@ -79,30 +80,42 @@ async fn client_command(g: &Globals, command: Command) -> Result<(), Error> {
 }
 
 /// `whoami`: who the context's session is, from the agent's state (or pachd's, with `verify`).
-pub(super) async fn whoami(g: &Globals, verify: bool) -> Result<(), Error> {
-    let mut agent = connect(g).await?;
+pub(super) fn whoami(g: &Globals, verify: bool) -> Result<(), Error> {
     let req = WhoAmIRequest { context: g.context.clone(), verify };
-    let resp = agent.who_am_i(req).await?.into_inner();
+    let resp: WhoAmIResponse = call(g, "WhoAmI", &req)?;
     Ok(output::whoami(&mut io::stdout(), &resp, g.json)?)
 }
 
 /// `token`: the context's token, valid for at least `min_valid`, on stdout.
-pub(super) async fn token(g: &Globals, min_valid: Option<Duration>) -> Result<(), Error> {
-    let mut agent = connect(g).await?;
+pub(super) fn token(g: &Globals, min_valid: Option<Duration>) -> Result<(), Error> {
     // Round up: "valid for at least 1.5s" must not become "at least 1s".
     let min_valid_seconds = min_valid.map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
     let req = GetTokenRequest { context: g.context.clone(), min_valid_seconds, ..Default::default() };
-    let mut resp = agent.get_token(req).await?.into_inner();
+    let mut resp: GetTokenResponse = call(g, "GetToken", &req)?;
     let token = PachToken::new(std::mem::take(&mut resp.token));
     Ok(output::token(&mut io::stdout(), &resp, &token, g.json)?)
 }
 
+/// One call on a connection of its own, without a runtime ([`client::call`]): what `token` and `whoami`, which
+/// scripts run in loops, cost as processes.
+fn call<Q: prost::Message, A: prost::Message + Default>(g: &Globals, method: &str, req: &Q) -> Result<A, Error> {
+    client::call::unary(&g.socket, method, req).map_err(|e| match e {
+        client::call::CallError::Reach(e) => reach_error(g, e),
+        client::call::CallError::Status(status) => Error::Status(status),
+    })
+}
+
 /// Connects to the agent; when none runs, the error names the context the command was for.
 pub(super) async fn connect(g: &Globals) -> Result<client::Client, Error> {
-    client::connect(&g.socket).await.map_err(|e| match e {
+    client::connect(&g.socket).await.map_err(|e| reach_error(g, e))
+}
+
+/// When no agent runs, the error names the context the command was for.
+fn reach_error(g: &Globals, e: ClientError) -> Error {
+    match e {
         ClientError::AgentNotRunning { socket } => Error::AgentNotRunning { socket, context: target_context(g) },
         e => Error::Client(e),
-    })
+    }
 }
 
 /// The context a command is for: `--context`, else the configuration's active one (when the file reads).

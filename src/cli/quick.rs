@@ -114,17 +114,11 @@ pub fn run(quick: Quick) -> ExitCode {
     if std::env::var_os("RUST_LOG").is_some() {
         commands::init_tracing(LogFormat::Text, "warn");
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(e) => return super::report(&super::Error::Runtime(e)),
-    };
     let g = Globals::resolve(quick.globals);
-    let answered = runtime.block_on(async {
-        match quick.command {
-            QuickCommand::Token { min_valid } => commands::token(&g, min_valid).await,
-            QuickCommand::WhoAmI { verify } => commands::whoami(&g, verify).await,
-        }
-    });
+    let answered = match quick.command {
+        QuickCommand::Token { min_valid } => commands::token(&g, min_valid),
+        QuickCommand::WhoAmI { verify } => commands::whoami(&g, verify),
+    };
     match answered {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => super::report(&e),

@@ -26,6 +26,8 @@ use crate::config::current_uid;
 use crate::private_dir::{Open, PrivateDir, Strictness};
 use crate::proto::agent::agent_client::AgentClient;
 
+pub mod call;
+
 /// The client type every caller gets: the generated client over one connection to the socket.
 pub type Client = AgentClient<Connection>;
 
