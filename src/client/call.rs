@@ -282,7 +282,11 @@ fn block_on<F: Future>(future: F, stream: &UnixStream, wants: &Wants) -> io::Res
             return Err(io::Error::other("the call to the agent stalled"));
         }
         let mut fds = [PollFd::new(stream, flags)];
-        rustix::event::poll(&mut fds, None)?;
+        match rustix::event::poll(&mut fds, None) {
+            // A signal with a handler interrupts poll(2); the wait goes on.
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
