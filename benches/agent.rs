@@ -277,8 +277,12 @@ impl Binaries {
         // target/release/deps/agent-<hash>
         let profile_dir = exe.parent().and_then(Path::parent).ok_or("cannot locate the target directory")?;
         let target_dir = profile_dir.parent().ok_or("cannot locate the target directory")?.to_owned();
-        let pick = |built: Option<&str>, name: &str| {
-            built.map(PathBuf::from).filter(|p| p.exists()).unwrap_or_else(|| profile_dir.join(name))
+        // PACHAGENT_BENCH_PROGRAMS=DIR measures the programs in DIR instead: an installation, or a build with
+        // other flags. (The ones cargo builds for a bench carry the dev-dependencies' features too.)
+        let elsewhere = std::env::var_os("PACHAGENT_BENCH_PROGRAMS").map(PathBuf::from);
+        let pick = |built: Option<&str>, name: &str| match &elsewhere {
+            Some(dir) => dir.join(name),
+            None => built.map(PathBuf::from).filter(|p| p.exists()).unwrap_or_else(|| profile_dir.join(name)),
         };
         let bins = Self {
             pachagent: pick(option_env!("CARGO_BIN_EXE_pachagent"), "pachagent"),
@@ -288,6 +292,11 @@ impl Binaries {
             target_dir,
         };
         if !bins.pachagent.exists() || !bins.pachagentd.exists() || !bins.pachd_dev.exists() {
+            if elsewhere.is_some() {
+                return Err(
+                    "PACHAGENT_BENCH_PROGRAMS names a directory without pachagent, pachagentd and pachd-dev".into()
+                );
+            }
             cargo_build(&["--bins"])?;
         }
         build_process_floor(&bins.process_floor)?;
