@@ -11,7 +11,7 @@ use pachagent::programs;
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let program = match quick::route(&args) {
-        quick::Route::Quick(command) => return quick::run(command),
+        quick::Route::Quick(command) => return quick::run(command, args),
         quick::Route::Agent => programs::AGENT,
         quick::Route::Cli => programs::CLI,
     };

@@ -59,6 +59,24 @@ async fn token_and_whoami_answer_the_same_from_the_front_as_from_the_full_cli_in
     assert!(gone.stderr.contains("pachagent login"), "{gone:#?}");
 }
 
+/// `RUST_LOG` is how a user finds out what a command does: the front hands such command lines to pachagent-cli,
+/// which logs (here, which socket it called), and the answer is the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn token_with_rust_log_shows_the_logs_and_the_same_answer() {
+    let pachd = PachdDev::start(None, None);
+    let mut agent = TestAgent::new(Keyring::Keyutils);
+    agent.add_context("dev", &pachd.address, &[]);
+    agent.start();
+    let robot = pachd.robot_token("ci", 3600).await;
+    agent.cli_stdin(&["login", "--token-stdin"], &format!("{robot}\n")).ok();
+
+    agent.env("RUST_LOG", "pachagent=debug");
+    let logged = agent.run_program(Path::new(FRONT), &["token"], None);
+    assert_eq!(logged.ok().stdout, format!("{robot}\n"));
+    assert!(logged.stderr.contains("calling the agent"), "{logged:#?}");
+    assert!(!logged.stderr.contains(&robot), "the token is never logged: {logged:#?}");
+}
+
 /// `whoami --verify` waits while the agent asks pachd. Suspended there (Ctrl-Z) and resumed (`fg`), it goes on
 /// waiting and prints the answer once pachd gives it.
 #[tokio::test(flavor = "multi_thread")]

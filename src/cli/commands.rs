@@ -58,14 +58,14 @@ async fn client_command(g: &Globals, command: Command) -> Result<(), Error> {
             let resp = agent.logout(req).await?.into_inner();
             Ok(output::logout(&mut io::stdout(), &resp, g.json)?)
         }
-        Command::Whoami(args) => whoami(g, args.verify),
+        Command::Whoami(args) => whoami(g, args.verify).map_err(|e| name_the_context(g, e)),
         Command::Status => {
             let mut agent = connect(g).await?;
             let resp = agent.get_status(GetStatusRequest {}).await?.into_inner();
             let colour = output::use_colour(io::stdout().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
             Ok(output::status(&mut io::stdout(), &resp, Utc::now(), g.json, colour)?)
         }
-        Command::Token(args) => token(g, args.min_valid),
+        Command::Token(args) => token(g, args.min_valid).map_err(|e| name_the_context(g, e)),
         Command::Watch(args) => {
             let mut agent = connect(g).await?;
             let req = WatchRequest { context: g.context.clone(), all_contexts: args.all };
@@ -97,25 +97,36 @@ pub(super) fn token(g: &Globals, min_valid: Option<Duration>) -> Result<(), Erro
 }
 
 /// One call on a connection of its own, without a runtime ([`client::call`]): what `token` and `whoami`, which
-/// scripts run in loops, cost as processes.
+/// scripts run in loops, cost as processes. When no agent runs, the error does not yet name the context: that
+/// means reading the configuration, which the front leaves to `pachagent-cli` ([`name_the_context`]).
 fn call<Q: prost::Message, A: prost::Message + Default>(g: &Globals, method: &str, req: &Q) -> Result<A, Error> {
+    tracing::debug!(socket = %g.socket.display(), method, "calling the agent");
     client::call::unary(&g.socket, method, req).map_err(|e| match e {
-        client::call::CallError::Reach(e) => reach_error(g, e),
+        client::call::CallError::Reach(ClientError::AgentNotRunning { socket }) => {
+            Error::AgentNotRunning { socket, context: None }
+        }
+        client::call::CallError::Reach(e) => Error::Client(e),
         client::call::CallError::Status(status) => Error::Status(status),
     })
 }
 
-/// Connects to the agent; when none runs, the error names the context the command was for.
-pub(super) async fn connect(g: &Globals) -> Result<client::Client, Error> {
-    client::connect(&g.socket).await.map_err(|e| reach_error(g, e))
+/// An "agent not running" error that names the context the command was for, so that the `login` it suggests is
+/// the one to run.
+fn name_the_context(g: &Globals, e: Error) -> Error {
+    match e {
+        Error::AgentNotRunning { socket, context: None } => {
+            Error::AgentNotRunning { socket, context: target_context(g) }
+        }
+        e => e,
+    }
 }
 
-/// When no agent runs, the error names the context the command was for.
-fn reach_error(g: &Globals, e: ClientError) -> Error {
-    match e {
+/// Connects to the agent; when none runs, the error names the context the command was for.
+pub(super) async fn connect(g: &Globals) -> Result<client::Client, Error> {
+    client::connect(&g.socket).await.map_err(|e| match e {
         ClientError::AgentNotRunning { socket } => Error::AgentNotRunning { socket, context: target_context(g) },
         e => Error::Client(e),
-    }
+    })
 }
 
 /// The context a command is for: `--context`, else the configuration's active one (when the file reads).

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::commands;
-use super::globals::{CONFIG_ENV, CONTEXT_ENV, GlobalArgs, Globals, LogFormat, SOCKET_ENV, parse_min_valid};
+use super::globals::{CONFIG_ENV, CONTEXT_ENV, GlobalArgs, Globals, SOCKET_ENV, parse_min_valid};
 
 /// Which program answers a command line.
 #[derive(Debug)]
@@ -82,6 +82,10 @@ fn read(args: &[OsString]) -> Result<Quick, Route> {
         }
     }
     let command = command.ok_or(Route::Cli)?;
+    // Logs are the full command line's: the front carries no log output of its own.
+    if std::env::var_os("RUST_LOG").is_some() {
+        return Err(Route::Cli);
+    }
     // What clap reads from the environment when a flag is absent.
     if globals.socket.is_none() {
         globals.socket = std::env::var_os(SOCKET_ENV);
@@ -108,12 +112,9 @@ fn set_once<T>(slot: &mut Option<T>, value: T) -> Result<(), Route> {
 }
 
 /// Answers a quick command: prints the answer, or the error, and returns the exit code, as `pachagent-cli` would.
-pub fn run(quick: Quick) -> ExitCode {
-    // The full CLI logs at `warn` on stderr; nothing on these two paths logs unless asked, so the subscriber (and
-    // its parsing of RUST_LOG) is set up only when RUST_LOG asks for something.
-    if std::env::var_os("RUST_LOG").is_some() {
-        commands::init_tracing(LogFormat::Text, "warn");
-    }
+/// When no agent runs, the command line `args` goes to `pachagent-cli` after all, whose message names the context
+/// to log in to (which means reading the configuration, code the front does not carry).
+pub fn run(quick: Quick, args: Vec<OsString>) -> ExitCode {
     let g = Globals::resolve(quick.globals);
     let answered = match quick.command {
         QuickCommand::Token { min_valid } => commands::token(&g, min_valid),
@@ -121,6 +122,11 @@ pub fn run(quick: Quick) -> ExitCode {
     };
     match answered {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ super::Error::AgentNotRunning { .. }) => {
+            // Returns only when pachagent-cli cannot be run: the message then lacks only the context's name.
+            let _ = crate::programs::hand_over(crate::programs::CLI, args);
+            super::report(&e)
+        }
         Err(e) => super::report(&e),
     }
 }
