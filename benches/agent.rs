@@ -293,9 +293,9 @@ impl Binaries {
         };
         if !bins.pachagent.exists() || !bins.pachagentd.exists() || !bins.pachd_dev.exists() {
             if elsewhere.is_some() {
-                return Err(
-                    "PACHAGENT_BENCH_PROGRAMS names a directory without pachagent, pachagentd and pachd-dev".into()
-                );
+                return Err("PACHAGENT_BENCH_PROGRAMS names a directory without pachagent, pachagentd and \
+                            pachd-dev (put pachagent-cli there too: the front hands some command lines to it)"
+                    .into());
             }
             cargo_build(&["--bins"])?;
         }
@@ -715,7 +715,9 @@ fn process_runs(
 /// Runs a command to its end with the agent's socket and config in its environment: its wall time in ns.
 fn timed_run(cmd: &mut Command, stack: &Stack) -> Result<u64> {
     let t = Instant::now();
+    // RUST_LOG would make the front hand its commands to pachagent-cli: not what is being timed.
     let status = cmd
+        .env_remove("RUST_LOG")
         .env("PACHAGENT_SOCKET", &stack.socket)
         .env("PACHAGENT_CONFIG", &stack.config)
         .stdin(Stdio::null())

@@ -35,6 +35,8 @@ pub mod logging;
 pub mod oidc;
 pub mod pachctl;
 pub mod pachd;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod pow;
 pub mod private_dir;
 pub mod programs;
 pub mod proto;

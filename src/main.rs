@@ -1,6 +1,6 @@
 //! `pachagent`, the front: answers `token` and `whoami` itself, so that scripts calling them in a loop pay for a
 //! small program, and hands every other command line, unchanged, to `pachagent-cli` (or `serve` to
-//! `pachagentd`). See [`pachagent::programs`].
+//! `pachagentd`); also those two when `RUST_LOG` asks for logs or no agent answers. See [`pachagent::programs`].
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -11,9 +11,9 @@ use pachagent::programs;
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let program = match quick::route(&args) {
-        quick::Route::Quick(command) => return quick::run(command, args),
+        quick::Route::Quick(command) if !quick::asks_for_logs() => return quick::run(command, args),
+        quick::Route::Quick(_) | quick::Route::Cli => programs::CLI,
         quick::Route::Agent => programs::AGENT,
-        quick::Route::Cli => programs::CLI,
     };
     cli::report(&programs::hand_over(program, args).into())
 }

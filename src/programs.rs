@@ -4,7 +4,8 @@
 //!
 //! - [`FRONT`], `pachagent`: what users and scripts run. It answers the commands scripts call in loops
 //!   (`token`, `whoami`) itself, so that those start like a small program, and hands every other command
-//!   line, unchanged, to [`CLI`] (or `serve` to [`AGENT`]) by replacing itself with it (`execve`, same pid).
+//!   line, unchanged, to [`CLI`] (or `serve` to [`AGENT`]) by replacing itself with it (`execve`, same pid);
+//!   also those two when `RUST_LOG` asks for logs, or when no agent answers (the CLI's message names the context).
 //! - [`CLI`], `pachagent-cli`: every command, with its help, prompts, formatting, doctor, completions and the
 //!   dev stack. Run through the front; it shows itself as `pachagent`.
 //! - [`AGENT`], `pachagentd`: the resident agent (`pachagentd serve`, what `pachagent serve` becomes), without

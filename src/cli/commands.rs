@@ -14,8 +14,7 @@ use crate::client::{self, ClientError};
 use crate::config::{self, Config, Method, NewContext, RedirectHost};
 use crate::pachctl;
 use crate::proto::agent::{
-    GetStatusRequest, GetTokenRequest, GetTokenResponse, LogoutRequest, ReloadConfigRequest, WatchRequest,
-    WhoAmIRequest, WhoAmIResponse,
+    GetStatusRequest, GetTokenRequest, LogoutRequest, ReloadConfigRequest, WatchRequest, WhoAmIRequest,
 };
 use crate::secret::{ClientSecret, PachToken};
 use crate::store::{Backend, Store};
@@ -82,7 +81,7 @@ async fn client_command(g: &Globals, command: Command) -> Result<(), Error> {
 /// `whoami`: who the context's session is, from the agent's state (or pachd's, with `verify`).
 pub(super) fn whoami(g: &Globals, verify: bool) -> Result<(), Error> {
     let req = WhoAmIRequest { context: g.context.clone(), verify };
-    let resp: WhoAmIResponse = call(g, "WhoAmI", &req)?;
+    let resp = call(g, "WhoAmI", |socket| client::call::who_am_i(socket, &req))?;
     Ok(output::whoami(&mut io::stdout(), &resp, g.json)?)
 }
 
@@ -91,21 +90,22 @@ pub(super) fn token(g: &Globals, min_valid: Option<Duration>) -> Result<(), Erro
     // Round up: "valid for at least 1.5s" must not become "at least 1s".
     let min_valid_seconds = min_valid.map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
     let req = GetTokenRequest { context: g.context.clone(), min_valid_seconds, ..Default::default() };
-    let mut resp: GetTokenResponse = call(g, "GetToken", &req)?;
+    let mut resp = call(g, "GetToken", |socket| client::call::get_token(socket, &req))?;
     let token = PachToken::new(std::mem::take(&mut resp.token));
     Ok(output::token(&mut io::stdout(), &resp, &token, g.json)?)
 }
 
 /// One call on a connection of its own, without a runtime ([`client::call`]): what `token` and `whoami`, which
-/// scripts run in loops, cost as processes. When no agent runs, the error does not yet name the context: that
+/// scripts run in loops, cost as processes. When no agent runs, the error does not name the context yet: that
 /// means reading the configuration, which the front leaves to `pachagent-cli` ([`name_the_context`]).
-fn call<Q: prost::Message, A: prost::Message + Default>(g: &Globals, method: &str, req: &Q) -> Result<A, Error> {
+fn call<A>(
+    g: &Globals,
+    method: &str,
+    call: impl FnOnce(&Path) -> Result<A, client::call::CallError>,
+) -> Result<A, Error> {
     tracing::debug!(socket = %g.socket.display(), method, "calling the agent");
-    client::call::unary(&g.socket, method, req).map_err(|e| match e {
-        client::call::CallError::Reach(ClientError::AgentNotRunning { socket }) => {
-            Error::AgentNotRunning { socket, context: None }
-        }
-        client::call::CallError::Reach(e) => Error::Client(e),
+    call(&g.socket).map_err(|e| match e {
+        client::call::CallError::Reach(e) => reach_error(e, None),
         client::call::CallError::Status(status) => Error::Status(status),
     })
 }
@@ -121,12 +121,17 @@ fn name_the_context(g: &Globals, e: Error) -> Error {
     }
 }
 
+/// A connection failure as the CLI reports it; "not running" names `context` when given.
+fn reach_error(e: ClientError, context: Option<String>) -> Error {
+    match e {
+        ClientError::AgentNotRunning { socket } => Error::AgentNotRunning { socket, context },
+        e => Error::Client(e),
+    }
+}
+
 /// Connects to the agent; when none runs, the error names the context the command was for.
 pub(super) async fn connect(g: &Globals) -> Result<client::Client, Error> {
-    client::connect(&g.socket).await.map_err(|e| match e {
-        ClientError::AgentNotRunning { socket } => Error::AgentNotRunning { socket, context: target_context(g) },
-        e => Error::Client(e),
-    })
+    client::connect(&g.socket).await.map_err(|e| name_the_context(g, reach_error(e, None)))
 }
 
 /// The context a command is for: `--context`, else the configuration's active one (when the file reads).

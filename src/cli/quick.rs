@@ -5,7 +5,10 @@
 //! plain forms of these two commands: global flags, `--min-valid`, `--verify`, each at most once, with values
 //! that do not look like flags. Anything else (help, a typo, a repeated flag, any other command) goes to
 //! `pachagent-cli`, whose parser gives the usage error or the help; so this path never changes what a command
-//! line means, it only answers some of them sooner. The handlers are the CLI's own ([`super::commands`]).
+//! line means, it only answers some of them sooner. The handlers are the CLI's own ([`super::commands`]). Two
+//! cases go to `pachagent-cli` after all, because explaining them takes code the front does not carry: a
+//! `RUST_LOG` that asks for logs ([`asks_for_logs`]), and no agent answering (its message names the context to
+//! log in to, read from the configuration).
 
 use std::ffi::{OsStr, OsString};
 use std::process::ExitCode;
@@ -82,10 +85,6 @@ fn read(args: &[OsString]) -> Result<Quick, Route> {
         }
     }
     let command = command.ok_or(Route::Cli)?;
-    // Logs are the full command line's: the front carries no log output of its own.
-    if std::env::var_os("RUST_LOG").is_some() {
-        return Err(Route::Cli);
-    }
     // What clap reads from the environment when a flag is absent.
     if globals.socket.is_none() {
         globals.socket = std::env::var_os(SOCKET_ENV);
@@ -100,6 +99,12 @@ fn read(args: &[OsString]) -> Result<Quick, Route> {
         };
     }
     Ok(Quick { globals, command })
+}
+
+/// Whether `RUST_LOG` asks for logs (set and not blank, as [`crate::logging`] reads it): the front has none of its
+/// own, so such a command line goes to `pachagent-cli`, which logs.
+pub fn asks_for_logs() -> bool {
+    std::env::var_os("RUST_LOG").is_some_and(|v| !v.to_string_lossy().trim().is_empty())
 }
 
 /// A flag given twice is clap's error to report.

@@ -38,8 +38,9 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a starting agent is polled. Short, because an agent usually answers within tens of milliseconds.
 const START_POLL: Duration = Duration::from_millis(50);
 
-/// A connection attempt that takes longer than this means the agent is wedged, not starting.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection attempt (connect, and for the async client its HTTP/2 handshake) that takes longer than this
+/// means the agent is wedged, not starting.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The name of the agent's log file, next to its socket, when the CLI started the agent.
 pub const LOG_FILE_NAME: &str = "agent.log";

@@ -131,10 +131,6 @@ impl PachdDev {
         Self { address, root_token, child, log, _dir: dir, ready }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// What pachd-dev logged (at debug level for pachagent's modules).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -266,7 +262,9 @@ impl TestAgent {
 
     fn command(&self, program: &Path) -> Command {
         let mut cmd = Command::new(program);
+        // A RUST_LOG of the developer's would send the front's commands to pachagent-cli and add log lines.
         cmd.env_remove("PACHAGENT_CONTEXT")
+            .env_remove("RUST_LOG")
             .env("HOME", self.dir.path())
             .env("XDG_CONFIG_HOME", self.dir.path().join("xdg-config"))
             .env("XDG_RUNTIME_DIR", self.dir.path().join("xdg-run"))
