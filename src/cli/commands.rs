@@ -81,7 +81,7 @@ async fn client_command(g: &Globals, command: Command) -> Result<(), Error> {
 /// `whoami`: who the context's session is, from the agent's state (or pachd's, with `verify`).
 pub(super) fn whoami(g: &Globals, verify: bool) -> Result<(), Error> {
     let req = WhoAmIRequest { context: g.context.clone(), verify };
-    let resp = call(g, "WhoAmI", |socket| client::call::who_am_i(socket, &req))?;
+    let resp = call_agent(g, "WhoAmI", |socket| client::call::who_am_i(socket, &req))?;
     Ok(output::whoami(&mut io::stdout(), &resp, g.json)?)
 }
 
@@ -90,7 +90,7 @@ pub(super) fn token(g: &Globals, min_valid: Option<Duration>) -> Result<(), Erro
     // Round up: "valid for at least 1.5s" must not become "at least 1s".
     let min_valid_seconds = min_valid.map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0));
     let req = GetTokenRequest { context: g.context.clone(), min_valid_seconds, ..Default::default() };
-    let mut resp = call(g, "GetToken", |socket| client::call::get_token(socket, &req))?;
+    let mut resp = call_agent(g, "GetToken", |socket| client::call::get_token(socket, &req))?;
     let token = PachToken::new(std::mem::take(&mut resp.token));
     Ok(output::token(&mut io::stdout(), &resp, &token, g.json)?)
 }
@@ -98,7 +98,7 @@ pub(super) fn token(g: &Globals, min_valid: Option<Duration>) -> Result<(), Erro
 /// One call on a connection of its own, without a runtime ([`client::call`]): what `token` and `whoami`, which
 /// scripts run in loops, cost as processes. When no agent runs, the error does not name the context yet: that
 /// means reading the configuration, which the front leaves to `pachagent-cli` ([`name_the_context`]).
-fn call<A>(
+fn call_agent<A>(
     g: &Globals,
     method: &str,
     call: impl FnOnce(&Path) -> Result<A, client::call::CallError>,

@@ -162,7 +162,7 @@ fn grpc_message(reply: &[u8]) -> Result<&[u8], Status> {
 async fn exchange(io: Socket, path: String, body: Bytes) -> Result<Zeroizing<Vec<u8>>, Status> {
     let (send, connection) = h2::client::handshake(io).await.map_err(broken)?;
     let mut connection = pin!(connection);
-    let mut call = pin!(call(send, path, body));
+    let mut call = pin!(request(send, path, body));
     std::future::poll_fn(|cx| {
         if let Poll::Ready(result) = call.as_mut().poll(cx) {
             return Poll::Ready(result);
@@ -183,7 +183,11 @@ async fn exchange(io: Socket, path: String, body: Bytes) -> Result<Zeroizing<Vec
 }
 
 /// Sends the request and reads the reply on an open connection.
-async fn call(send: h2::client::SendRequest<Bytes>, path: String, body: Bytes) -> Result<Zeroizing<Vec<u8>>, Status> {
+async fn request(
+    send: h2::client::SendRequest<Bytes>,
+    path: String,
+    body: Bytes,
+) -> Result<Zeroizing<Vec<u8>>, Status> {
     let request = http::Request::post(path)
         .header(http::header::CONTENT_TYPE, "application/grpc")
         .header(http::header::TE, "trailers")
