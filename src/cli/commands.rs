@@ -105,7 +105,7 @@ fn call_agent<A>(
 ) -> Result<A, Error> {
     tracing::debug!(socket = %g.socket.display(), method, "calling the agent");
     call(&g.socket).map_err(|e| match e {
-        client::call::CallError::Reach(e) => reach_error(e, None),
+        client::call::CallError::Reach(e) => reach_error(e),
         client::call::CallError::Status(status) => Error::Status(status),
     })
 }
@@ -121,17 +121,17 @@ fn name_the_context(g: &Globals, e: Error) -> Error {
     }
 }
 
-/// A connection failure as the CLI reports it; "not running" names `context` when given.
-fn reach_error(e: ClientError, context: Option<String>) -> Error {
+/// A connection failure as the CLI reports it, before [`name_the_context`].
+fn reach_error(e: ClientError) -> Error {
     match e {
-        ClientError::AgentNotRunning { socket } => Error::AgentNotRunning { socket, context },
+        ClientError::AgentNotRunning { socket } => Error::AgentNotRunning { socket, context: None },
         e => Error::Client(e),
     }
 }
 
 /// Connects to the agent; when none runs, the error names the context the command was for.
 pub(super) async fn connect(g: &Globals) -> Result<client::Client, Error> {
-    client::connect(&g.socket).await.map_err(|e| name_the_context(g, reach_error(e, None)))
+    client::connect(&g.socket).await.map_err(|e| name_the_context(g, reach_error(e)))
 }
 
 /// The context a command is for: `--context`, else the configuration's active one (when the file reads).
