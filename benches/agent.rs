@@ -291,10 +291,11 @@ impl Binaries {
             process_floor: profile_dir.join("bench-process-floor"),
             target_dir,
         };
-        if !bins.pachagent.exists() || !bins.pachagentd.exists() || !bins.pachd_dev.exists() {
+        let cli_missing = elsewhere.as_ref().is_some_and(|dir| !dir.join("pachagent-cli").exists());
+        if cli_missing || !bins.pachagent.exists() || !bins.pachagentd.exists() || !bins.pachd_dev.exists() {
             if elsewhere.is_some() {
-                return Err("PACHAGENT_BENCH_PROGRAMS names a directory without pachagent, pachagentd and \
-                            pachd-dev (put pachagent-cli there too: the front hands some command lines to it)"
+                return Err("PACHAGENT_BENCH_PROGRAMS names a directory without pachagent, pachagent-cli, \
+                            pachagentd and pachd-dev (the front hands some command lines to pachagent-cli)"
                     .into());
             }
             cargo_build(&["--bins"])?;

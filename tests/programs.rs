@@ -78,6 +78,7 @@ async fn token_with_rust_log_shows_the_logs_and_the_same_answer() {
 
 /// The agent is resident for the whole session, so what it maps counts for as long: it does not map the C maths
 /// library, which the one maths function it uses (tokio's `pow`) would otherwise keep mapped (~0.45 MB).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[test]
 fn the_running_agent_does_not_map_the_c_maths_library() {
     let mut agent = TestAgent::new(Keyring::Keyutils);

@@ -3,7 +3,7 @@
 //!
 //! Scripts run those two once per call, so what they cost is the whole process: a tokio runtime, hyper's client
 //! and tonic's channel stack are code to map and start that a single unary call does not need. Here `h2` speaks
-//! HTTP/2 over the socket and a small loop ([`block_on`]) drives it: when the call waits, the loop waits in
+//! HTTP/2 over the socket and a small loop (`block_on`) drives it: when the call waits, the loop waits in
 //! `poll(2)` on the one socket. The agent sees the same gRPC request as from any other client; a status it
 //! answers, or a connection it loses, comes back as a [`tonic::Status`] as the async client gives it (a lost
 //! connection with the transport error as its source), so the CLI reports both alike. Streams and long-lived
@@ -51,7 +51,8 @@ pub enum CallError {
 /// `GetToken` on a connection of its own.
 ///
 /// # Errors
-/// As [`unary`].
+/// [`CallError::Reach`] as [`super::connect`] reports it, [`CallError::Status`] for the agent's error answers, for
+/// an answer that is not one gRPC message, and for a connection that broke mid-call.
 pub fn get_token(socket: &Path, request: &GetTokenRequest) -> Result<GetTokenResponse, CallError> {
     unary(socket, "GetToken", request)
 }
@@ -59,7 +60,7 @@ pub fn get_token(socket: &Path, request: &GetTokenRequest) -> Result<GetTokenRes
 /// `WhoAmI` on a connection of its own.
 ///
 /// # Errors
-/// As [`unary`].
+/// As [`get_token`].
 pub fn who_am_i(socket: &Path, request: &WhoAmIRequest) -> Result<WhoAmIResponse, CallError> {
     unary(socket, "WhoAmI", request)
 }
@@ -91,7 +92,9 @@ fn connect(socket: &Path) -> Result<UnixStream, ClientError> {
         io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
             ClientError::AgentNotRunning { socket: socket.to_owned() }
         }
-        // The send timeout bounds connect(2) on a Unix socket, which waits while the agent's backlog is full.
+        // On Linux, connect(2) on a Unix socket waits while the agent's backlog is full, for as long as the send
+        // timeout: a burst of clients queues, and an agent that accepts nothing for that long is wedged. (macOS
+        // refuses such a connection at once, which reads as no agent.)
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Connect {
             socket: socket.to_owned(),
             source: io::Error::new(
@@ -102,17 +105,36 @@ fn connect(socket: &Path) -> Result<UnixStream, ClientError> {
         _ => ClientError::Connect { socket: socket.to_owned(), source },
     };
     let address = SocketAddrUnix::new(socket).map_err(|e| failed(e.into()))?;
-    let fd = rustix::net::socket(AddressFamily::UNIX, SocketType::STREAM, None).map_err(|e| failed(e.into()))?;
-    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC).map_err(|e| failed(e.into()))?;
+    let fd = close_on_exec_socket().map_err(|e| failed(e.into()))?;
     rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Send, Some(CONNECT_TIMEOUT))
         .map_err(|e| failed(e.into()))?;
-    rustix::net::connect(&fd, &address).map_err(|e| failed(e.into()))?;
+    loop {
+        match rustix::net::connect(&fd, &address) {
+            // With a timeout set, a signal handler's interruption is not restarted by the kernel.
+            Err(rustix::io::Errno::INTR) => {}
+            connected => break connected.map_err(|e| failed(e.into()))?,
+        }
+    }
     let owner = peer_uid(fd.as_fd()).map_err(failed)?;
     if owner != current_uid() {
         return Err(ClientError::ForeignAgent { socket: socket.to_owned(), owner, uid: current_uid() });
     }
     rustix::io::ioctl_fionbio(&fd, true).map_err(|e| failed(e.into()))?;
     Ok(UnixStream::from(fd))
+}
+
+/// A blocking Unix stream socket, closed on exec from its creation where the system allows it.
+#[cfg(not(target_vendor = "apple"))]
+fn close_on_exec_socket() -> rustix::io::Result<std::os::fd::OwnedFd> {
+    rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, rustix::net::SocketFlags::CLOEXEC, None)
+}
+
+/// A blocking Unix stream socket, closed on exec (macOS has no `SOCK_CLOEXEC`: set right after creation).
+#[cfg(target_vendor = "apple")]
+fn close_on_exec_socket() -> rustix::io::Result<std::os::fd::OwnedFd> {
+    let fd = rustix::net::socket(AddressFamily::UNIX, SocketType::STREAM, None)?;
+    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)?;
+    Ok(fd)
 }
 
 /// The uid of the process at the other end of a connected Unix socket (`SO_PEERCRED`).
@@ -428,7 +450,7 @@ mod tests {
                     }
                 });
                 // Drives the connection until the client goes.
-                while connection.accept().await.is_some() {}
+                while let Some(Ok(_)) = connection.accept().await {}
             });
         });
         (dir, socket)
@@ -479,7 +501,7 @@ mod tests {
     }
 
     #[test]
-    fn an_answer_over_a_mebibyte_is_refused_without_reading_it_all() {
+    fn an_answer_over_a_mebibyte_is_refused() {
         let (_dir, socket) = stand_in(Answer::Body(framed(&vec![b'x'; 2 << 20], false), Code::Ok));
         let (code, message) = reported(who_am_i_within_deadline(&socket));
         assert_eq!(code, EXIT_USAGE, "OUT_OF_RANGE, as tonic's size limit: {message}");
