@@ -212,6 +212,29 @@ async fn every_forged_or_broken_id_token_at_login_is_refused_naming_the_check_an
     assert_eq!(agent.cli(&["status", "--json"]).json()["sessions"][0]["state"], "active");
 }
 
+/// At start the agent checks each restored session with pachd. A renewal refused while that check still waits on
+/// pachd keeps its error when pachd then accepts the old token: status goes on saying why a login is needed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewal_refused_while_the_start_up_check_waits_on_pachd_keeps_its_error() {
+    let op = TestOp::builder().start();
+    let (pachd, mut agent) = logged_in(&op);
+    let min_valid = min_valid_forcing_renewal(&agent);
+    let attack = attacks(op.issuer()).into_iter().find(|a| !a.login_only).unwrap();
+    agent.stop();
+    support::signal(pachd.pid(), libc::SIGSTOP);
+    agent.start();
+    op.forge_next_id_token(&attack.forgery);
+    let out = agent.cli(&["token", "--min-valid", &min_valid]);
+    support::signal(pachd.pid(), libc::SIGCONT);
+    assert_eq!(out.code, 1, "{}: {out:#?}", attack.what);
+    agent.wait_for_log("restored session checked with pachd", Duration::from_secs(20));
+
+    let status = agent.cli(&["status", "--json"]).json();
+    assert_eq!(status["sessions"][0]["state"], "login_required", "{status}");
+    let last_error = status["sessions"][0]["last_error"].as_str().unwrap_or_default();
+    assert!(last_error.contains(attack.says), "{}: {status}", attack.what);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_forged_or_broken_id_token_at_renewal_is_refused_naming_the_check_and_the_rotated_refresh_token_survives()
 {

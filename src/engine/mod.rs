@@ -146,10 +146,20 @@ impl SessionEngine {
         match client.who_am_i(&session.token).await {
             Ok(identity) => {
                 self.update(name, |s| {
+                    // A renewal or a login may have replaced the session while pachd answered: the answer is about
+                    // the token that was checked, not about its successor.
+                    if s.token.expose_secret() != session.token.expose_secret() {
+                        return;
+                    }
                     s.username = identity.username.clone();
                     s.expiration = identity.expiration;
-                    s.last_error = None;
+                    // A renewal that ended for good (an ID token refused, say) keeps its error: pachd accepting the
+                    // token it issued earlier says nothing about it.
+                    if !s.refresh.dead {
+                        s.last_error = None;
+                    }
                 });
+                tracing::debug!(context = %name, "restored session checked with pachd");
                 Ok(())
             }
             Err(e) => Err(self.record_pachd_verdict(&ctx, e)),

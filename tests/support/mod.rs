@@ -131,6 +131,10 @@ impl PachdDev {
         Self { address, root_token, child, log, _dir: dir, ready }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What pachd-dev logged (at debug level for pachagent's modules).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
