@@ -30,7 +30,6 @@ use tonic::{Code, Status};
 use zeroize::Zeroizing;
 
 use super::{CONNECT_TIMEOUT, ClientError};
-use crate::config::current_uid;
 use crate::proto::agent::{GetTokenRequest, GetTokenResponse, WhoAmIRequest, WhoAmIResponse};
 
 /// Far more than any answer of the agent's; a bigger one is a broken or hostile server, not a reply.
@@ -89,20 +88,11 @@ fn unary<Q: Message, A: Message + Default>(socket: &Path, method: &str, request:
 /// Opens the socket, and believes it only when the process serving it runs as this user, before a byte is sent.
 fn connect(socket: &Path) -> Result<UnixStream, ClientError> {
     let failed = |source: io::Error| match source.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
-            ClientError::AgentNotRunning { socket: socket.to_owned() }
-        }
         // On Linux, connect(2) on a Unix socket waits while the agent's backlog is full, for as long as the send
         // timeout: a burst of clients queues, and an agent that accepts nothing for that long is wedged. (macOS
         // refuses such a connection at once, which reads as no agent.)
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Connect {
-            socket: socket.to_owned(),
-            source: io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no answer within {} s: the agent is wedged", CONNECT_TIMEOUT.as_secs()),
-            ),
-        },
-        _ => ClientError::Connect { socket: socket.to_owned(), source },
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::wedged(socket),
+        _ => ClientError::connecting(socket, source),
     };
     let address = SocketAddrUnix::new(socket).map_err(|e| failed(e.into()))?;
     let fd = close_on_exec_socket().map_err(|e| failed(e.into()))?;
@@ -115,10 +105,7 @@ fn connect(socket: &Path) -> Result<UnixStream, ClientError> {
             connected => break connected.map_err(|e| failed(e.into()))?,
         }
     }
-    let owner = peer_uid(fd.as_fd()).map_err(failed)?;
-    if owner != current_uid() {
-        return Err(ClientError::ForeignAgent { socket: socket.to_owned(), owner, uid: current_uid() });
-    }
+    super::believe(socket, peer_uid(fd.as_fd()).map_err(failed)?)?;
     rustix::io::ioctl_fionbio(&fd, true).map_err(|e| failed(e.into()))?;
     Ok(UnixStream::from(fd))
 }
@@ -415,11 +402,24 @@ mod tests {
         HeadersOnly(Code, &'static str),
     }
 
-    /// A stand-in agent: serves one call on a fresh socket with a real HTTP/2 server (h2) and answers it as told.
-    fn stand_in(answer: Answer) -> (tempfile::TempDir, std::path::PathBuf) {
+    /// A socket in a fresh directory, and what listens on it.
+    fn listening() -> (tempfile::TempDir, std::path::PathBuf, UnixListener) {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("agent.sock");
         let listener = UnixListener::bind(&socket).unwrap();
+        (dir, socket, listener)
+    }
+
+    /// Something on the socket that is not an agent: `serve` gets the one connection it accepts, raw.
+    fn raw_stand_in(serve: impl FnOnce(UnixStream) + Send + 'static) -> (tempfile::TempDir, std::path::PathBuf) {
+        let (dir, socket, listener) = listening();
+        std::thread::spawn(move || serve(listener.accept().unwrap().0));
+        (dir, socket)
+    }
+
+    /// A stand-in agent: serves one call on a fresh socket with a real HTTP/2 server (h2) and answers it as told.
+    fn stand_in(answer: Answer) -> (tempfile::TempDir, std::path::PathBuf) {
+        let (dir, socket, listener) = listening();
         listener.set_nonblocking(true).unwrap();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -528,11 +528,7 @@ mod tests {
 
     #[test]
     fn an_agent_that_closes_the_connection_mid_call_is_a_lost_agent() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("agent.sock");
-        let listener = UnixListener::bind(&socket).unwrap();
-        std::thread::spawn(move || {
-            let (mut conn, _) = listener.accept().unwrap();
+        let (_dir, socket) = raw_stand_in(|mut conn| {
             // Reads until the request's headers are in (the preface and SETTINGS come first), then goes away.
             let mut seen = Vec::new();
             let mut buf = [0u8; 256];
@@ -548,11 +544,7 @@ mod tests {
 
     #[test]
     fn a_socket_that_answers_something_other_than_http2_is_a_lost_agent() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("agent.sock");
-        let listener = UnixListener::bind(&socket).unwrap();
-        std::thread::spawn(move || {
-            let (mut conn, _) = listener.accept().unwrap();
+        let (_dir, socket) = raw_stand_in(|mut conn| {
             let mut buf = [0u8; 256];
             let _ = conn.read(&mut buf);
             let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");

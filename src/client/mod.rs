@@ -126,6 +126,37 @@ pub enum ClientError {
     },
 }
 
+impl ClientError {
+    /// A failed connection to `socket`: the agent is not running when nothing is there or nothing listens.
+    pub(crate) fn connecting(socket: &Path, source: io::Error) -> Self {
+        match source.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                ClientError::AgentNotRunning { socket: socket.to_owned() }
+            }
+            _ => ClientError::Connect { socket: socket.to_owned(), source },
+        }
+    }
+
+    /// An agent at `socket` that did not take a connection within [`CONNECT_TIMEOUT`].
+    pub(crate) fn wedged(socket: &Path) -> Self {
+        ClientError::Connect {
+            socket: socket.to_owned(),
+            source: io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer within {} s: the agent is wedged", CONNECT_TIMEOUT.as_secs()),
+            ),
+        }
+    }
+}
+
+/// Believes the process serving `socket` only when its uid, `owner`, is this user's; checked before a byte is sent.
+pub(crate) fn believe(socket: &Path, owner: u32) -> Result<(), ClientError> {
+    if owner != current_uid() {
+        return Err(ClientError::ForeignAgent { socket: socket.to_owned(), owner, uid: current_uid() });
+    }
+    Ok(())
+}
+
 fn last_line_suffix(line: &Option<String>) -> String {
     line.as_deref().map(|l| format!(": {l}")).unwrap_or_default()
 }
@@ -147,13 +178,7 @@ pub async fn connect(socket: &Path) -> Result<Client, ClientError> {
 pub async fn channel(socket: &Path) -> Result<Connection, ClientError> {
     match tokio::time::timeout(CONNECT_TIMEOUT, Connection::open(socket)).await {
         Ok(connection) => connection,
-        Err(_) => Err(ClientError::Connect {
-            socket: socket.to_owned(),
-            source: io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no answer within {} s: the agent is wedged", CONNECT_TIMEOUT.as_secs()),
-            ),
-        }),
+        Err(_) => Err(ClientError::wedged(socket)),
     }
 }
 
@@ -170,18 +195,10 @@ pub struct Connection {
 
 impl Connection {
     async fn open(socket: &Path) -> Result<Self, ClientError> {
-        let failed = |source: io::Error| match source.kind() {
-            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
-                ClientError::AgentNotRunning { socket: socket.to_owned() }
-            }
-            _ => ClientError::Connect { socket: socket.to_owned(), source },
-        };
+        let failed = |source| ClientError::connecting(socket, source);
         let stream = UnixStream::connect(socket).await.map_err(failed)?;
         // Before HTTP/2 sends its first byte on this connection.
-        let owner = stream.peer_cred().map_err(failed)?.uid();
-        if owner != current_uid() {
-            return Err(ClientError::ForeignAgent { socket: socket.to_owned(), owner, uid: current_uid() });
-        }
+        believe(socket, stream.peer_cred().map_err(failed)?.uid())?;
         let (send, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
             .map_err(|e| failed(io::Error::other(e)))?;
