@@ -39,6 +39,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "auth_v2.GetRobotTokenResponse",
         ])
         .compile_protos(&[PathBuf::from("proto/pachyderm/auth_v2/auth.proto")], &includes)?;
+
+    // Between the agent and its keyring helper: no service; the two messages that carry secrets get a redacting `Debug`.
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(false)
+        .skip_debug(["pachagent.keyring.v1.Set", "pachagent.keyring.v1.Found"])
+        .compile_protos(&[PathBuf::from("proto/pachagent/keyring/v1/helper.proto")], &includes)?;
     Ok(())
 }
 

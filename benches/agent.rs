@@ -120,6 +120,7 @@ async fn measure(bins: &Binaries, stack: &mut Stack) -> Result<Figures> {
     let agent_pid = stack.agent.id();
     let agent = stack.wait_ready().await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
+    helpers_gone(agent_pid).await?;
     f.rss_start_mb = rss_mb(agent_pid)?;
     let mut agent = stack.login(agent).await?;
     // The C agent beside it, with a token from the same provider.
@@ -144,6 +145,7 @@ async fn measure(bins: &Binaries, stack: &mut Stack) -> Result<Figures> {
     // session active.
     drop(agent);
     tokio::time::sleep(Duration::from_secs(1)).await;
+    helpers_gone(agent_pid).await?;
     (f.rss_idle_mb, f.rss_idle_anon_mb) = (rss_mb(agent_pid)?, anon_mb(agent_pid)?);
     f.oidc_agent_rss_mb = match &oidc_agent {
         Some(oidc) => oidc.rss_mb()?,
@@ -291,11 +293,14 @@ impl Binaries {
             process_floor: profile_dir.join("bench-process-floor"),
             target_dir,
         };
-        let cli_missing = elsewhere.as_ref().is_some_and(|dir| !dir.join("pachagent-cli").exists());
+        let cli_missing = elsewhere
+            .as_ref()
+            .is_some_and(|dir| !dir.join("pachagent-cli").exists() || !dir.join("pachagent-keyring").exists());
         if cli_missing || !bins.pachagent.exists() || !bins.pachagentd.exists() || !bins.pachd_dev.exists() {
             if elsewhere.is_some() {
                 return Err("PACHAGENT_BENCH_PROGRAMS names a directory without pachagent, pachagent-cli, \
-                            pachagentd and pachd-dev (the front hands some command lines to pachagent-cli)"
+                            pachagentd, pachagent-keyring and pachd-dev (the front hands some command lines to \
+                            pachagent-cli; the agent makes its keyring calls through pachagent-keyring)"
                     .into());
             }
             cargo_build(&["--bins"])?;
@@ -754,6 +759,39 @@ fn status_mb(pid: u32, field: &str) -> Result<f64> {
         .ok_or_else(|| format!("no {field} in /proc/{pid}/status"))?
         .parse::<f64>()?;
     Ok(kb / 1024.0)
+}
+
+/// Waits until the agent has no child process: its keyring helper (`pachagent-keyring`) stays a few seconds
+/// after the last keyring call. The agent's RSS is then all the memory the idle agent holds; read while a helper
+/// still ran, it would leave the helper's out.
+async fn helpers_gone(agent: u32) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let started = Instant::now();
+    loop {
+        let children = children_of(agent)?;
+        if children.is_empty() {
+            eprintln!("agent without helpers after {:.1}s", started.elapsed().as_secs_f64());
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the agent's helpers stay: pids {children:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The live (not zombie) processes whose parent is `pid`.
+fn children_of(pid: u32) -> Result<Vec<u32>> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        // A process may end between the listing and the read.
+        let Ok(fields) = stat_fields(child) else { continue };
+        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) && fields.first().is_some_and(|s| s != "Z") {
+            children.push(child);
+        }
+    }
+    Ok(children)
 }
 
 /// utime + stime, in clock ticks.

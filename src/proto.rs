@@ -17,6 +17,11 @@ pub mod auth {
     tonic::include_proto!("auth_v2");
 }
 
+/// Between the agent and its keyring helper (`store::helper`).
+pub mod keyring_helper {
+    tonic::include_proto!("pachagent.keyring.v1");
+}
+
 /// Shows whether a secret field is set without showing it.
 fn redacted(value: &str) -> &'static str {
     if value.is_empty() { "" } else { "[redacted]" }
@@ -78,5 +83,17 @@ mod tests {
         let shown = format!("{req:?} {resp:?} {auth:?}");
         assert!(!shown.contains("s3cr3t"), "{shown}");
         assert!(shown.contains("prod") && shown.contains("[redacted]"), "{shown}");
+    }
+}
+
+impl fmt::Debug for keyring_helper::Set {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Set").field("account", &self.account).field("secret", &"[redacted]").finish()
+    }
+}
+
+impl fmt::Debug for keyring_helper::Found {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Found").field("secret", &self.secret.as_ref().map(|_| "[redacted]")).finish()
     }
 }

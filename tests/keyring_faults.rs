@@ -11,7 +11,7 @@ use support::keyring_env;
 mod support;
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use keyring_env::{AgentIn, Prepare, Surroundings};
 use support::PachdDev;
@@ -121,24 +121,67 @@ async fn a_keyring_daemon_killed_mid_run_is_reported_and_the_agent_stores_again_
 
 /// gnome-keyring aborts when client after client opens a Secret Service session and goes away (its own bug: the
 /// suite's keyring died that way), taking every secret of the desktop session with it until it is started again,
-/// locked. The agent keeps one session for all its keyring calls: through logins, status probes and a logout,
-/// gnome-keyring sees the one session the agent opened when it started.
+/// locked. The agent's keyring calls are made by its helper, `pachagent-keyring`, which keeps one session while
+/// calls keep coming: a burst of logins, status probes and a logout is one session. Once the agent is idle the
+/// helper is gone and no session stays open, while the agent goes on serving from memory: the resident agent never
+/// holds D-Bus or the Secret Service itself (the memory that saves is the README's Performance figure).
 #[tokio::test(flavor = "multi_thread")]
-async fn the_agent_makes_all_its_keyring_calls_over_the_one_secret_service_session_it_opened_at_start() {
+async fn a_burst_of_keyring_calls_is_one_secret_service_session_and_an_idle_agent_holds_none() {
     let pachd = PachdDev::start(None, None);
     let mut agent = serving_agent("secret-service", &Surroundings::PrivateKeyring(Prepare::Unlocked), &pachd);
     let at_start = agent.keyring_sessions();
-    assert_eq!(at_start.len(), 1, "the agent's start-up probe opened one session and kept it: {at_start:?}");
+    assert_eq!(at_start.len(), 1, "the start-up probe and restore opened one session: {at_start:?}");
     for n in 0..4 {
         let token = pachd.robot_token(&format!("ci-{n}"), 0).await;
         agent.cli_stdin(&["login", "--token-stdin"], &format!("{token}\n")).0.ok();
         let (status, _) = agent.status();
         assert_eq!(status["store"]["available"], true, "each status probes the keyring: {status}");
+        assert_eq!(agent.keyring_sessions().len(), 1, "one session at a time");
     }
+    let helper = helpers_of(agent.pid());
+    assert_eq!(helper.iter().map(|(_, name)| name.as_str()).collect::<Vec<_>>(), ["pachagent-keyri"], "one helper");
+
+    // A helper killed (the OOM killer, a user's kill) is replaced by the next call, which loses nothing.
+    Command::new("kill").args(["-KILL", &helper[0].0.to_string()]).status().unwrap();
+    let token = pachd.robot_token("ci-after-kill", 0).await;
+    agent.cli_stdin(&["login", "--token-stdin"], &format!("{token}\n")).0.ok();
+    assert!(agent.keyring_item("dev").is_some_and(|item| item.contains(&token)), "the new helper stored the session");
+
+    let idle_by = Instant::now() + pachagent::store::helper::LINGER + Duration::from_secs(10);
+    while !(agent.keyring_sessions().is_empty() && helpers_of(agent.pid()).is_empty()) {
+        assert!(Instant::now() < idle_by, "the helper stays: {:?}", helpers_of(agent.pid()));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        agent.cli(&["whoami"]).0.ok().stdout,
+        "You are \"robot:ci-after-kill\"\n",
+        "the idle agent serves from memory"
+    );
+    assert!(agent.keyring_sessions().is_empty(), "serving a token needs no keyring");
+
+    let (status, _) = agent.status();
+    assert_eq!(status["store"]["available"], true, "the next keyring call starts a helper again: {status}");
+    assert_eq!(agent.keyring_sessions().len(), 1, "with one new session");
     agent.cli(&["logout"]).0.ok();
-    assert_eq!(agent.keyring_sessions(), at_start, "every call went over the session opened at start");
+    assert!(agent.keyring_item("dev").is_none(), "the logout went through the helper");
     let (code, _) = agent.stop(Duration::from_secs(15));
     assert_eq!(code, 0);
+}
+
+/// The pids and names (as the kernel shortens them, 15 bytes) of the live processes whose parent is `pid`.
+fn helpers_of(pid: u32) -> Vec<(u32, String)> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after its closing parenthesis.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let ppid = stat[close + 1..].split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
+        let state = stat[close + 1..].split_whitespace().next();
+        if ppid == Some(pid) && state != Some("Z") {
+            names.push((stat[..open].trim().parse().unwrap(), stat[open + 1..close].to_owned()));
+        }
+    }
+    names
 }
 
 /// `logout` on a locked keyring still revokes the token at pachd and forgets the session, but cannot remove the

@@ -145,7 +145,7 @@ pub async fn serve_until_idle(
     // seconds) is obeyed at once; what is stored stays for the next start.
     tokio::pin!(shutdown);
     let store = tokio::select! {
-        store = Store::open(config.store, &config.keyring_service) => store?,
+        store = Store::open_for_agent(config.store, &config.keyring_service) => store?,
         () = &mut shutdown => return stopped_while_starting(),
     };
     let local = listener.local_addr().ok().and_then(|a| a.as_pathname().map(std::path::Path::to_owned));

@@ -16,6 +16,8 @@
 //! [`Store`].
 
 mod error;
+#[cfg(target_os = "linux")]
+pub mod helper;
 #[cfg(any(target_os = "macos", target_os = "windows"))]
 mod keyring;
 #[cfg(target_os = "linux")]
@@ -118,6 +120,45 @@ trait RawStore: Send + Sync + 'static {
     fn probe(&self) -> Result<(), Error>;
 }
 
+/// How a store reaches a backend: [`in_process`] or [`through_helper`].
+type Reach = fn(Backend, &str) -> Result<Arc<dyn RawStore>, Error>;
+
+/// Every backend, in this process.
+fn in_process(backend: Backend, service: &str) -> Result<Arc<dyn RawStore>, Error> {
+    match backend {
+        #[cfg(target_os = "linux")]
+        Backend::SecretService => Ok(Arc::new(secret_service::SecretServiceStore::new(service))),
+        other => small_backend(other, service),
+    }
+}
+
+/// The Secret Service through its helper process, the other backends in this process.
+fn through_helper(backend: Backend, service: &str) -> Result<Arc<dyn RawStore>, Error> {
+    match backend {
+        #[cfg(target_os = "linux")]
+        Backend::SecretService => Ok(Arc::new(helper::KeyringHelper::new(service))),
+        other => small_backend(other, service),
+    }
+}
+
+/// The backends whose code is small enough for any process: the kernel keyring, the Keychain, the Credential
+/// Manager; `Unavailable` for one this platform does not have.
+fn small_backend(backend: Backend, service: &str) -> Result<Arc<dyn RawStore>, Error> {
+    let _ = service;
+    match backend {
+        #[cfg(target_os = "linux")]
+        Backend::Keyutils => Ok(Arc::new(keyutils::UserKeyring::new(service))),
+        #[cfg(target_os = "macos")]
+        Backend::Keychain => Ok(Arc::new(keyring::KeyringStore::new(backend, service))),
+        #[cfg(target_os = "windows")]
+        Backend::CredentialManager => Ok(Arc::new(keyring::KeyringStore::new(backend, service))),
+        other => Err(Error::Unavailable {
+            backend: other,
+            reason: format!("there is no {other} store on {}", std::env::consts::OS),
+        }),
+    }
+}
+
 /// A handle on the chosen secret store. Cheap to clone; clones share the backend.
 #[derive(Clone)]
 pub struct Store {
@@ -149,30 +190,47 @@ impl Store {
     /// [`Error::Unavailable`] when the chosen backend does not exist on this platform or cannot be reached; and
     /// for an explicit choice, whatever its probe returns ([`Error::Locked`], [`Error::TimedOut`], …).
     pub async fn open(choice: StoreChoice, service: &str) -> Result<Store, Error> {
+        Self::open_with(choice, service, in_process).await
+    }
+
+    /// [`Store::open`] for the resident agent: the same choice and checks, but the Secret Service is reached
+    /// through `pachagent-keyring` (see [`helper`]), so that D-Bus and the Secret Service client never take up
+    /// the agent's memory. The other backends are small and stay in the process.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::open`]; also [`Error::Platform`] when the helper cannot be run.
+    pub async fn open_for_agent(choice: StoreChoice, service: &str) -> Result<Store, Error> {
+        Self::open_with(choice, service, through_helper).await
+    }
+
+    /// Opens the store, reaching each backend through `reach`. Which function that is decides what a program
+    /// links: the agent's never names the in-process Secret Service.
+    async fn open_with(choice: StoreChoice, service: &str, reach: Reach) -> Result<Store, Error> {
         check_name("service", service, true)?;
         let backend = match choice {
-            StoreChoice::Auto => return Self::open_auto(service).await,
+            StoreChoice::Auto => return Self::open_auto(service, reach).await,
             StoreChoice::SecretService => Backend::SecretService,
             StoreChoice::Keyutils => Backend::Keyutils,
             StoreChoice::Keychain => Backend::Keychain,
             StoreChoice::CredentialManager => Backend::CredentialManager,
         };
-        Self::open_probed(backend, service).await
+        Self::open_probed(backend, service, reach).await
     }
 
     /// A store on `backend` that has answered a probe.
-    async fn open_probed(backend: Backend, service: &str) -> Result<Store, Error> {
-        let store = Self::platform(backend, service)?;
+    async fn open_probed(backend: Backend, service: &str, reach: Reach) -> Result<Store, Error> {
+        let store = Self::platform(backend, service, reach)?;
         store.probe().await?;
         tracing::info!(backend = backend.name(), service, "session store opened");
         Ok(store)
     }
 
     #[cfg(target_os = "linux")]
-    async fn open_auto(service: &str) -> Result<Store, Error> {
+    async fn open_auto(service: &str, reach: Reach) -> Result<Store, Error> {
         let bus = std::env::var_os("DBUS_SESSION_BUS_ADDRESS").filter(|v| !v.is_empty());
         let why_not = if bus.is_some() {
-            let ss = Self::platform(Backend::SecretService, service)?;
+            let ss = Self::platform(Backend::SecretService, service, reach)?;
             match ss.probe().await {
                 Ok(()) => {
                     tracing::info!(backend = ss.backend.name(), service, "session store opened");
@@ -192,7 +250,7 @@ impl Store {
         } else {
             "DBUS_SESSION_BUS_ADDRESS is not set".to_owned()
         };
-        let ku = Self::platform(Backend::Keyutils, service)?;
+        let ku = Self::platform(Backend::Keyutils, service, reach)?;
         ku.probe().await?;
         tracing::warn!(
             backend = ku.backend.name(),
@@ -205,17 +263,17 @@ impl Store {
     }
 
     #[cfg(target_os = "macos")]
-    async fn open_auto(service: &str) -> Result<Store, Error> {
-        Self::open_probed(Backend::Keychain, service).await
+    async fn open_auto(service: &str, reach: Reach) -> Result<Store, Error> {
+        Self::open_probed(Backend::Keychain, service, reach).await
     }
 
     #[cfg(target_os = "windows")]
-    async fn open_auto(service: &str) -> Result<Store, Error> {
-        Self::open_probed(Backend::CredentialManager, service).await
+    async fn open_auto(service: &str, reach: Reach) -> Result<Store, Error> {
+        Self::open_probed(Backend::CredentialManager, service, reach).await
     }
 
     #[cfg(not(any(target_os = "linux", target_os = "macos", target_os = "windows")))]
-    async fn open_auto(_service: &str) -> Result<Store, Error> {
+    async fn open_auto(_service: &str, _reach: Reach) -> Result<Store, Error> {
         Err(Error::Unavailable {
             backend: Backend::SecretService,
             reason: "pachagent knows no secret store on this operating system".to_owned(),
@@ -223,23 +281,8 @@ impl Store {
     }
 
     /// A store for `backend` without probing it, or `Unavailable` when this platform does not have it.
-    fn platform(backend: Backend, service: &str) -> Result<Store, Error> {
-        let raw: Arc<dyn RawStore> = match backend {
-            #[cfg(target_os = "linux")]
-            Backend::SecretService => Arc::new(secret_service::SecretServiceStore::new(service)),
-            #[cfg(target_os = "linux")]
-            Backend::Keyutils => Arc::new(keyutils::UserKeyring::new(service)),
-            #[cfg(target_os = "macos")]
-            Backend::Keychain => Arc::new(keyring::KeyringStore::new(backend, service)),
-            #[cfg(target_os = "windows")]
-            Backend::CredentialManager => Arc::new(keyring::KeyringStore::new(backend, service)),
-            other => {
-                return Err(Error::Unavailable {
-                    backend: other,
-                    reason: format!("there is no {other} store on {}", std::env::consts::OS),
-                });
-            }
-        };
+    fn platform(backend: Backend, service: &str, reach: Reach) -> Result<Store, Error> {
+        let raw = reach(backend, service)?;
         Ok(Store { backend, service: Arc::from(service), raw, lanes: Arc::default() })
     }
 
