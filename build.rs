@@ -46,6 +46,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(false)
         .skip_debug(["pachagent.keyring.v1.Set", "pachagent.keyring.v1.Found"])
         .compile_protos(&[PathBuf::from("proto/pachagent/keyring/v1/helper.proto")], &includes)?;
+
+    // Between the agent and its network helper: tokens in many messages, none of which has a `Debug` that could
+    // print one (the agent never logs these messages; the types it keeps them in redact).
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(false)
+        .skip_debug([".pachagent.net.v1"])
+        .compile_protos(&[PathBuf::from("proto/pachagent/net/v1/helper.proto")], &includes)?;
     Ok(())
 }
 

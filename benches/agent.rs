@@ -293,14 +293,15 @@ impl Binaries {
             process_floor: profile_dir.join("bench-process-floor"),
             target_dir,
         };
-        let cli_missing = elsewhere
-            .as_ref()
-            .is_some_and(|dir| !dir.join("pachagent-cli").exists() || !dir.join("pachagent-keyring").exists());
+        let cli_missing = elsewhere.as_ref().is_some_and(|dir| {
+            ["pachagent-cli", "pachagent-keyring", "pachagent-net"].iter().any(|p| !dir.join(p).exists())
+        });
         if cli_missing || !bins.pachagent.exists() || !bins.pachagentd.exists() || !bins.pachd_dev.exists() {
             if elsewhere.is_some() {
                 return Err("PACHAGENT_BENCH_PROGRAMS names a directory without pachagent, pachagent-cli, \
-                            pachagentd, pachagent-keyring and pachd-dev (the front hands some command lines to \
-                            pachagent-cli; the agent makes its keyring calls through pachagent-keyring)"
+                            pachagentd, pachagent-keyring, pachagent-net and pachd-dev (the front hands some \
+                            command lines to pachagent-cli; the agent calls the keyring, the identity provider and \
+                            pachd through its helpers)"
                     .into());
             }
             cargo_build(&["--bins"])?;
@@ -762,7 +763,7 @@ fn status_mb(pid: u32, field: &str) -> Result<f64> {
 }
 
 /// Waits until the agent has no child process: its keyring helper (`pachagent-keyring`) stays a few seconds
-/// after the last keyring call. The agent's RSS is then all the memory the idle agent holds; read while a helper
+/// after the last keyring call (`pachagent-net` exits with its call). The agent's RSS is then all the memory the idle agent holds; read while a helper
 /// still ran, it would leave the helper's out.
 async fn helpers_gone(agent: u32) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -3,13 +3,16 @@
 //! owner-only Unix socket.
 //!
 //! # Layout
-//! Dependencies point one way: `cli → client → proto`, and `daemon → api → engine → {oidc, pachd, store}`.
+//! Dependencies point one way: `cli → client → proto`, and `daemon → api → engine → net → {oidc, pachd}`,
+//! `engine → store`.
 //!
 //! - [`config`]: contexts (which pachd, which identity provider), the active context, socket and config paths.
 //! - [`secret`]: token and secret types that redact themselves and zero their memory.
 //! - [`store`]: the OS keyring backends (Secret Service, kernel keyutils, Keychain, Credential Manager).
 //! - [`pachd`]: the client of pachd's `auth_v2.API`, with pachd's errors named by what to do next.
 //! - [`oidc`]: the agent as an OpenID Connect client, and the loopback listener for the login redirect.
+//! - [`net`]: the agent's calls to the identity provider and pachd, each made by a helper process
+//!   (`pachagent-net`) so that the resident agent carries no HTTP, TLS or OpenID code.
 //! - [`engine`]: the one owner of every session: login, restore, token hand-out, logout, events.
 //! - [`api`]: the gRPC service over the engine, and the mapping of errors to status codes.
 //! - [`daemon`]: the agent process: socket, single-instance lock, hardening, shutdown.
@@ -32,6 +35,7 @@ pub mod daemon;
 pub mod devstack;
 pub mod engine;
 pub mod logging;
+pub mod net;
 pub mod oidc;
 pub mod pachctl;
 pub mod pachd;

@@ -1,6 +1,6 @@
 //! The programs pachagent installs, and how one finds and hands over to another.
 //!
-//! pachagent is four executables over this one library, installed side by side (`cargo install`, a package):
+//! pachagent is five executables over this one library, installed side by side (`cargo install`, a package):
 //!
 //! - [`FRONT`], `pachagent`: what users and scripts run. It answers the commands scripts call in loops
 //!   (`token`, `whoami`) itself, so that those start like a small program, and hands every other command
@@ -12,6 +12,8 @@
 //!   the CLI, so that the pages it keeps in memory are its own.
 //! - [`KEYRING`], `pachagent-keyring`: the agent's Secret Service calls, in a process the agent starts when it
 //!   needs the keyring and that exits when idle (see [`crate::store::helper`]). Not a command for people.
+//! - [`NET`], `pachagent-net`: one call of the agent to the identity provider or pachd, in a process of its own
+//!   (see [`crate::net`]). Not a command for people either.
 //!
 //! Each finds the others next to its own executable (links resolved), never through `PATH`: a companion from
 //! another installation or another user could answer differently.
@@ -30,12 +32,14 @@ pub const CLI: &str = "pachagent-cli";
 pub const AGENT: &str = "pachagentd";
 /// The agent's keyring helper (see [`crate::store::helper`]).
 pub const KEYRING: &str = "pachagent-keyring";
+/// The agent's helper for its calls to the identity provider and pachd (see [`crate::net`]).
+pub const NET: &str = "pachagent-net";
 
 /// Why a companion program could not be run.
 #[derive(Debug, thiserror::Error)]
 #[error(
     "cannot run {program:?}, which pachagent installs next to {name}: {source}; install pachagent so that \
-     pachagent, pachagent-cli, pachagentd and pachagent-keyring sit in one directory (`cargo install --path .`), or, in a checkout, \
+     pachagent, pachagent-cli, pachagentd, pachagent-keyring and pachagent-net sit in one directory (`cargo install --path .`), or, in a checkout, \
      build them all (`cargo build --release --bins`)",
     program = .program.display(),
     name = FRONT

@@ -22,6 +22,11 @@ pub mod keyring_helper {
     tonic::include_proto!("pachagent.keyring.v1");
 }
 
+/// Between the agent and its network helper (`net`).
+pub mod net_helper {
+    tonic::include_proto!("pachagent.net.v1");
+}
+
 /// Shows whether a secret field is set without showing it.
 fn redacted(value: &str) -> &'static str {
     if value.is_empty() { "" } else { "[redacted]" }
@@ -97,3 +102,38 @@ impl fmt::Debug for keyring_helper::Found {
         f.debug_struct("Found").field("secret", &self.secret.as_ref().map(|_| "[redacted]")).finish()
     }
 }
+
+/// The network helper's messages show only their names: most carry a token, an ID token, a refresh token or a
+/// client secret somewhere.
+macro_rules! opaque_debug {
+    ($($message:ident),* $(,)?) => {
+        $(impl fmt::Debug for net_helper::$message {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($message), " { .. }"))
+            }
+        })*
+    };
+}
+
+opaque_debug!(
+    Request,
+    Settings,
+    Provider,
+    AuthorizationUrl,
+    Authorization,
+    ExchangeCode,
+    Device,
+    FinishDevice,
+    Refresh,
+    Pachd,
+    Reply,
+    Discovered,
+    Tokens,
+    Verified,
+    Refreshed,
+    Identity,
+    Traded,
+    OidcLogin,
+    OidcFailure,
+    PachdFailure,
+);

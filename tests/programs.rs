@@ -1,6 +1,7 @@
-//! pachagent is three programs (src/programs.rs): the front `pachagent`, which answers `token` and `whoami`
-//! itself, `pachagent-cli` for every other command, and the agent `pachagentd`. To a user they are one command:
-//! the same answers, messages and exit codes whichever program answers, and `pachagent serve` is the agent.
+//! pachagent is one command made of several programs (src/programs.rs): the front `pachagent`, which answers
+//! `token` and `whoami` itself, `pachagent-cli` for every other command, the agent `pachagentd`, and the agent's
+//! helpers. To a user they are one command: the same answers, messages and exit codes whichever program answers,
+//! and `pachagent serve` is the agent.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -87,6 +88,69 @@ fn the_running_agent_does_not_map_the_c_maths_library() {
     assert!(maps.contains("libc.so"), "the agent's maps were read: {maps}");
     assert!(!maps.contains("libm.so"), "{maps}");
     assert_eq!(agent.stop(), Some(0));
+}
+
+/// The agent logs in, checks sessions and renews through short-lived helpers (`pachagent-net`), so that HTTP,
+/// TLS and the OpenID client are not part of its resident memory: after a browser login (discovery, code
+/// exchange, the trade with pachd) and a `whoami --verify` (a call to pachd), the agent holds no network
+/// connection and no helper is left running.
+#[test]
+fn after_a_login_and_a_call_to_pachd_the_agent_holds_no_network_connection_and_no_helper() {
+    let (_op, _pachd, agent) = support::renewable_session(std::time::Duration::from_secs(600), Keyring::Keyutils);
+    let pid = agent.agent_pid().unwrap();
+    let verified = agent.cli(&["whoami", "--verify"]);
+    assert_eq!(verified.ok().stdout.lines().next(), Some("You are \"user:alice@example.com\""));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !children_of(pid).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "helpers stay: {:?}", children_of(pid));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let tcp = tcp_socket_inodes(pid);
+    let held: Vec<String> = socket_inodes_of(pid).into_iter().filter(|inode| tcp.contains(inode)).collect();
+    assert!(held.is_empty(), "the agent holds TCP sockets {held:?}");
+    assert!(!socket_inodes_of(pid).is_empty(), "the agent's sockets were read (its own Unix socket at least)");
+}
+
+/// The inodes of the sockets process `pid` has open.
+fn socket_inodes_of(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            target.strip_prefix("socket:[").and_then(|rest| rest.strip_suffix(']')).map(str::to_owned)
+        })
+        .collect()
+}
+
+/// The inodes of every TCP socket (IPv4 and IPv6) in process `pid`'s network namespace.
+fn tcp_socket_inodes(pid: u32) -> Vec<String> {
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|line| line.split_whitespace().nth(9).map(str::to_owned))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// The live processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|child| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { return false };
+            let mut fields = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace()).into_iter().flatten();
+            let (state, ppid) = (fields.next(), fields.next());
+            state != Some("Z") && ppid.and_then(|p| p.parse::<u32>().ok()) == Some(pid)
+        })
+        .collect()
 }
 
 #[test]

@@ -7,6 +7,7 @@
 
 mod handshake;
 mod harden;
+mod http2;
 mod idle;
 mod memory;
 pub mod socket;
@@ -231,32 +232,30 @@ async fn run_tracked(
     let mut drained = stop_rx.clone();
     let _trimmer = memory::Trimmer::start(activity.clone());
     let connections = handshake::http2_only(socket::same_user_connections(listener));
-    let server = tonic::transport::Server::builder()
-        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
-        .http2_keepalive_interval(Some(KEEPALIVE.0))
-        .http2_keepalive_timeout(Some(KEEPALIVE.1))
-        .add_service(health_service)
-        .add_service(service)
-        .serve_with_incoming_shutdown(
-            connections.map(move |accepted| accepted.map(|s| activity.track(s))),
-            async move {
-                let _ = drained.wait_for(|stop| *stop).await;
-            },
-        );
+    let routes = tonic::service::Routes::new(health_service).add_service(service).prepare();
+    let limits = http2::Limits {
+        max_streams: MAX_STREAMS_PER_CONNECTION,
+        max_header_list_bytes: MAX_HEADER_LIST_BYTES,
+        keepalive: KEEPALIVE,
+    };
+    let server = http2::serve(
+        routes,
+        connections.map(move |accepted| accepted.map(|s| activity.track(s))),
+        &limits,
+        async move {
+            let _ = drained.wait_for(|stop| *stop).await;
+        },
+    );
     tokio::pin!(server);
     tokio::select! {
-        result = &mut server => return result.map_err(|e| Error::Server(e.to_string())),
+        () = &mut server => return Ok(()),
         () = shutdown => info!("stopping: finishing in-flight calls"),
     }
     let _ = stop_tx.send(true);
-    match tokio::time::timeout(DRAIN_DEADLINE, server).await {
-        Ok(result) => result.map_err(|e| Error::Server(e.to_string())),
-        Err(_) => {
-            warn!(deadline = ?DRAIN_DEADLINE, "calls still running at the drain deadline; stopping anyway");
-            Ok(())
-        }
+    if tokio::time::timeout(DRAIN_DEADLINE, server).await.is_err() {
+        warn!(deadline = ?DRAIN_DEADLINE, "calls still running at the drain deadline; stopping anyway");
     }
+    Ok(())
 }
 
 /// Completes on SIGINT or SIGTERM.

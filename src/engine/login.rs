@@ -13,8 +13,9 @@ use tracing::{info, warn};
 
 use super::{Error, LoginDone, SessionEngine, SessionMethod, lock};
 use crate::config::{Context, Method};
+use crate::net::Provider;
 use crate::oidc::callback::{self, Callback, Page};
-use crate::oidc::{self, Provider, Tokens};
+use crate::oidc::{self, Tokens};
 
 /// pachd keeps the state of its own login for three minutes (`threeMinutes` in pachd's oidc.go).
 const PACHD_STATE_TTL: Duration = Duration::from_secs(180);
@@ -328,7 +329,7 @@ impl SessionEngine {
     ) -> Result<LoginDone, Error> {
         let listener = callback::bind(&ctx.redirect_ports, ctx.redirect_host).await.map_err(|e| oidc_error(ctx, e))?;
         let redirect_uri = listener.redirect_uri();
-        let request = provider.authorization_request(&redirect_uri).map_err(|e| oidc_error(ctx, e))?;
+        let request = provider.authorization_request(&redirect_uri).await.map_err(|e| oidc_error(ctx, e))?;
         let port = listener.port();
         let port_forward_hint = (!browser_here).then(|| format!("ssh -L {port}:127.0.0.1:{port} {}", host_name()));
         flight.push(LoginEvent::OpenUrl {
@@ -393,11 +394,10 @@ impl SessionEngine {
         let wait = opts.timeout.min(PACHD_STATE_TTL);
         flight
             .push(LoginEvent::Waiting { deadline: Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default() });
-        let token = tokio::time::timeout(wait, client.authenticate_oidc_state(&login.state))
+        let (token, identity) = tokio::time::timeout(wait, client.trade_oidc_state(&login.state))
             .await
             .map_err(|_| Error::LoginTimedOut { context: ctx.name.clone(), after: wait })?
             .map_err(|e| super::login_error(ctx, e))?;
-        let identity = client.who_am_i(&token).await.map_err(|e| super::login_error(ctx, e))?;
         let _guard = self.context_lock(&ctx.name).lock_owned().await;
         self.commit_login(ctx, token, identity, SessionMethod::Pachd, None, None).await
     }
@@ -406,8 +406,8 @@ impl SessionEngine {
     pub(super) async fn trade(&self, ctx: &Context, tokens: Tokens, method: SessionMethod) -> Result<LoginDone, Error> {
         require_email(ctx, &tokens)?;
         let client = self.client(ctx)?;
-        let token = client.authenticate_id_token(&tokens.id_token).await.map_err(|e| super::login_error(ctx, e))?;
-        let identity = client.who_am_i(&token).await.map_err(|e| super::login_error(ctx, e))?;
+        let (token, identity) =
+            client.trade_id_token(&tokens.id_token).await.map_err(|e| super::login_error(ctx, e))?;
         let _guard = self.context_lock(&ctx.name).lock_owned().await;
         let subject = Some(tokens.subject.clone());
         self.commit_login(ctx, token, identity, method, tokens.refresh_token, subject).await

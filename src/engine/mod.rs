@@ -24,7 +24,8 @@ pub use self::login::{LoginEvent, LoginOptions, LoginStep, LoginSubscription, Re
 use self::session::{Session, Verdict};
 pub use self::types::*;
 use crate::config::{self, Config, Context};
-use crate::pachd::{self, PachdClient};
+use crate::net::{self, Pachd};
+use crate::pachd;
 use crate::secret::{IdToken, PachToken, RefreshToken};
 use crate::store::Store;
 
@@ -39,7 +40,7 @@ pub struct SessionEngine {
     config: RwLock<Arc<Config>>,
     store: Store,
     sessions: RwLock<HashMap<String, Session>>,
-    clients: Mutex<HashMap<String, PachdClient>>,
+    clients: Mutex<HashMap<String, Pachd>>,
     /// Serialises logins and logouts per context, so two of them cannot interleave their store writes.
     context_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     events: broadcast::Sender<Event>,
@@ -52,7 +53,7 @@ pub struct SessionEngine {
     /// Wakes the scheduler when a session's timetable changed.
     schedule_changed: tokio::sync::Notify,
     /// Discovered identity providers, by context (discovery is not repeated for every refresh).
-    providers: Mutex<HashMap<String, Arc<crate::oidc::Provider>>>,
+    providers: Mutex<HashMap<String, Arc<net::Provider>>>,
 }
 
 impl SessionEngine {
@@ -323,9 +324,8 @@ impl SessionEngine {
         }
         let _guard = self.context_lock(&ctx.name).lock_owned().await;
         let client = self.client(&ctx)?;
-        let token = client.authenticate_id_token(&id_token).await.map_err(|e| login_error(&ctx, e))?;
+        let (token, identity) = client.trade_id_token(&id_token).await.map_err(|e| login_error(&ctx, e))?;
         drop(id_token);
-        let identity = client.who_am_i(&token).await.map_err(|e| login_error(&ctx, e))?;
         if identity.username == NAMELESS_USER {
             // pachd took an ID token without email: the session it minted is nobody's in particular.
             if let Err(e) = client.revoke(&token).await {
@@ -486,12 +486,12 @@ impl SessionEngine {
         Ok(self.config())
     }
 
-    fn client(&self, ctx: &Context) -> Result<PachdClient, Error> {
+    fn client(&self, ctx: &Context) -> Result<Pachd, Error> {
         let mut clients = lock(&self.clients);
         if let Some(c) = clients.get(&ctx.name) {
             return Ok(c.clone());
         }
-        let client = PachdClient::new(&ctx.pachd, ctx.ca_file.as_deref())
+        let client = Pachd::new(&ctx.pachd, ctx.ca_file.as_deref())
             .map_err(|source| Error::Pachd { context: ctx.name.clone(), source })?;
         clients.insert(ctx.name.clone(), client.clone());
         Ok(client)

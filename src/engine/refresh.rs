@@ -20,7 +20,8 @@ use tracing::{debug, info, warn};
 
 use super::{Error, EventKind, Session, SessionEngine, SessionState, Verdict, login::oidc_error, read, write};
 use crate::config::Context;
-use crate::oidc::{Provider, ProviderSettings, Refreshed, Tokens};
+use crate::net::{Provider, Refreshed};
+use crate::oidc::{ProviderSettings, Tokens};
 use crate::secret::RefreshToken;
 
 /// The scheduler never sleeps longer than this, so a suspended laptop re-evaluates its sessions soon after it
@@ -241,8 +242,8 @@ impl SessionEngine {
         super::login::require_email(ctx, &tokens)?;
         same_subject(old.subject.as_deref(), &tokens.subject).map_err(|why| oidc_error(ctx, why))?;
         let client = self.client(ctx)?;
-        let token = client.authenticate_id_token(&tokens.id_token).await.map_err(|e| super::login_error(ctx, e))?;
-        let identity = client.who_am_i(&token).await.map_err(|e| super::login_error(ctx, e))?;
+        let (token, identity) =
+            client.trade_id_token(&tokens.id_token).await.map_err(|e| super::login_error(ctx, e))?;
         if let Err(why) = same_username(&old.username, &identity.username) {
             // pachd minted a session for someone else: it must not be served, nor left alive.
             if let Err(e) = client.revoke(&token).await {

@@ -106,6 +106,22 @@ impl AuthorizationRequest {
     pub fn state(&self) -> &str {
         self.state.secret()
     }
+
+    /// The `state`, `nonce` and PKCE verifier, for the agent to keep while the login runs (see `crate::net`).
+    pub fn secrets(&self) -> (&str, &str, &str) {
+        (self.state.secret(), self.nonce.secret(), self.pkce_verifier.secret())
+    }
+
+    /// A request made earlier (see [`AuthorizationRequest::secrets`]), to exchange its code.
+    pub fn from_parts(url: String, redirect_uri: String, state: String, nonce: String, pkce_verifier: String) -> Self {
+        Self {
+            url,
+            redirect_uri,
+            state: CsrfToken::new(state),
+            nonce: Nonce::new(nonce),
+            pkce_verifier: PkceCodeVerifier::new(pkce_verifier),
+        }
+    }
 }
 
 impl std::fmt::Debug for AuthorizationRequest {
@@ -125,6 +141,34 @@ pub struct DeviceAuthorization {
     /// When the code stops working.
     pub expires_at: DateTime<Utc>,
     response: CoreDeviceAuthorizationResponse,
+}
+
+impl DeviceAuthorization {
+    /// The provider's answer to the device authorization request, as JSON, to poll with later.
+    ///
+    /// # Errors
+    /// [`Error::BadResponse`] when it cannot be written (it was read from JSON).
+    pub fn answer_document(&self) -> Result<Vec<u8>, Error> {
+        serde_json::to_vec(&self.response)
+            .map_err(|e| Error::BadResponse { url: self.verification_uri.clone(), reason: e.to_string() })
+    }
+
+    /// A device login started earlier, from its [`DeviceAuthorization::answer_document`].
+    ///
+    /// # Errors
+    /// [`Error::BadResponse`] when the document is not a device authorization answer.
+    pub fn from_answer(answer: &[u8], expires_at: DateTime<Utc>) -> Result<Self, Error> {
+        let response: CoreDeviceAuthorizationResponse = serde_json::from_slice(answer).map_err(|e| {
+            Error::BadResponse { url: "the device login kept by the agent".into(), reason: e.to_string() }
+        })?;
+        Ok(Self {
+            user_code: response.user_code().secret().clone(),
+            verification_uri: response.verification_uri().to_string(),
+            verification_uri_complete: response.verification_uri_complete().map(|u| u.secret().clone()),
+            expires_at,
+            response,
+        })
+    }
 }
 
 impl std::fmt::Debug for DeviceAuthorization {
@@ -183,6 +227,45 @@ impl Provider {
         }
         let keys = fetch_keys(&http, metadata.jwks_uri().url().as_str()).await?;
         Ok(Self { settings, metadata, keys: RwLock::new(keys), http })
+    }
+
+    /// A provider from the documents an earlier [`Provider::discover`] fetched and checked
+    /// ([`Provider::discovery_document`], [`Provider::keys_document`]): the agent keeps them and its helper
+    /// rebuilds the provider for each call, without asking the provider again.
+    ///
+    /// # Errors
+    /// [`Error::BadResponse`] for documents that do not read back; [`Error::Settings`].
+    pub fn from_documents(settings: ProviderSettings, discovery: &[u8], keys: &[u8]) -> Result<Self, Error> {
+        let kept = |what: &str, e: serde_json::Error| Error::BadResponse {
+            url: format!("the {what} kept by the agent"),
+            reason: e.to_string(),
+        };
+        let http = http_client(&settings)?;
+        let metadata: Metadata = serde_json::from_slice(discovery).map_err(|e| kept("discovery document", e))?;
+        let keys: CoreJsonWebKeySet = serde_json::from_slice(keys).map_err(|e| kept("key set", e))?;
+        Ok(Self { settings, metadata, keys: RwLock::new(keys), http })
+    }
+
+    /// The discovery document as checked (endpoints already moved to `issuer_url` when it is set), as JSON.
+    ///
+    /// # Errors
+    /// [`Error::BadResponse`] when it cannot be written (it was read from JSON).
+    pub fn discovery_document(&self) -> Result<Vec<u8>, Error> {
+        serde_json::to_vec(&self.metadata).map_err(|e| Error::BadResponse {
+            url: self.settings.issuer.clone(),
+            reason: format!("the discovery document cannot be kept: {e}"),
+        })
+    }
+
+    /// The provider's key set as last fetched, as JSON.
+    ///
+    /// # Errors
+    /// [`Error::BadResponse`] when it cannot be written (it was read from JSON).
+    pub fn keys_document(&self) -> Result<Vec<u8>, Error> {
+        serde_json::to_vec(&*self.keys.read().unwrap_or_else(PoisonError::into_inner)).map_err(|e| Error::BadResponse {
+            url: self.settings.issuer.clone(),
+            reason: format!("the key set cannot be kept: {e}"),
+        })
     }
 
     /// Fetches the provider's key set again, after an ID token named a key the agent has not seen: providers

@@ -1,0 +1,434 @@
+//! The agent's calls to the identity provider and to pachd, made by `pachagent-net`: a helper process started
+//! for each call, which answers it and exits.
+//!
+//! Why: the OpenID client, HTTP, TLS and the certificate store are most of the code the agent runs, and it runs
+//! them only to log in, renew, log out or check a session. Every page of code a process has run stays in its
+//! resident memory for its whole life; in a helper they are paid for the length of a call, and the resident agent
+//! keeps its sessions, timers and socket in a fraction of the memory (see the README's Performance section).
+//!
+//! This module is the agent's side: [`Provider`] and [`Pachd`] have the methods the session engine calls, and
+//! each call is one request to a new helper (`proto/pachagent/net/v1/helper.proto`). What a discovery fetched
+//! (the provider's documents) is kept here, so renewals do not repeat it. Dropping a call's future kills its
+//! helper: a cancelled login stops polling the provider at once. The helper's side is [`serve`].
+
+mod serve;
+mod wire;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use prost::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zeroize::Zeroizing;
+
+pub use self::serve::serve;
+use crate::config::PachdAddress;
+use crate::oidc::{self, ProviderSettings, Tokens};
+use crate::pachd::{self, Identity, OidcLogin, OidcState};
+use crate::programs;
+use crate::proto::net_helper::{self as proto, reply::Outcome, request::Call};
+use crate::secret::{AuthCode, IdToken, PachToken, RefreshToken};
+
+/// No reply comes near this: tokens and provider documents are a few KiB.
+const MAX_REPLY_BYTES: u64 = 4 << 20;
+
+/// A discovered identity provider: its settings and the documents its discovery fetched.
+pub struct Provider {
+    settings: ProviderSettings,
+    discovery: Arc<[u8]>,
+    /// The key set as last fetched; a helper that had to fetch it again (the provider rotated its keys) sends
+    /// the new one back.
+    keys: RwLock<Arc<[u8]>>,
+    device_flow: bool,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider").field("issuer", &self.settings.issuer).finish_non_exhaustive()
+    }
+}
+
+/// A started browser login: the URL for the browser, and what the callback is checked against.
+pub struct AuthorizationRequest {
+    /// Where the user's browser goes.
+    pub url: String,
+    redirect_uri: String,
+    state: Zeroizing<String>,
+    nonce: Zeroizing<String>,
+    pkce_verifier: Zeroizing<String>,
+}
+
+impl AuthorizationRequest {
+    /// The `state` the callback must carry.
+    pub fn state(&self) -> &str {
+        &self.state
+    }
+}
+
+impl std::fmt::Debug for AuthorizationRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorizationRequest").field("redirect_uri", &self.redirect_uri).finish_non_exhaustive()
+    }
+}
+
+/// A started device login: what to show the user, and what to poll with.
+#[derive(Debug)]
+pub struct DeviceAuthorization {
+    /// The code the user types.
+    pub user_code: String,
+    /// Where the user types it.
+    pub verification_uri: String,
+    /// The same page with the code filled in, when the provider offers it.
+    pub verification_uri_complete: Option<String>,
+    /// When the code stops working.
+    pub expires_at: DateTime<Utc>,
+    answer: Vec<u8>,
+}
+
+/// A refresh's outcome: the refresh token to use next (kept whatever [`Provider::verify_refreshed`] says), and the
+/// new ID token's checks, which the helper already made.
+pub struct Refreshed {
+    /// The refresh token to use next, when the provider sent one (else the one just used stays valid).
+    pub refresh_token: Option<RefreshToken>,
+    verified: Result<Tokens, oidc::Error>,
+}
+
+impl std::fmt::Debug for Refreshed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Refreshed").field("rotated", &self.refresh_token.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl Provider {
+    /// Fetches the provider's discovery document and keys, and checks that it is the issuer the context names.
+    ///
+    /// # Errors
+    /// As [`oidc::Provider::discover`].
+    pub async fn discover(settings: ProviderSettings) -> Result<Self, oidc::Error> {
+        let call = Call::Discover(wire::settings(&settings));
+        match ask(call).await.map_err(|e| e.for_provider(&settings))? {
+            Outcome::Discovered(found) => Ok(Self {
+                settings,
+                discovery: found.discovery.into(),
+                keys: RwLock::new(found.keys.into()),
+                device_flow: found.device_flow,
+            }),
+            other => Err(wire::oidc_outcome_error(other, &settings)),
+        }
+    }
+
+    /// Whether the provider offers the device authorization grant.
+    pub fn supports_device_flow(&self) -> bool {
+        self.device_flow
+    }
+
+    /// Builds the browser URL for an authorization-code login with PKCE (S256), `state` and `nonce`.
+    ///
+    /// # Errors
+    /// As [`oidc::Provider::authorization_request`].
+    pub async fn authorization_request(&self, redirect_uri: &str) -> Result<AuthorizationRequest, oidc::Error> {
+        let call = Call::AuthorizationUrl(proto::AuthorizationUrl {
+            provider: Some(self.wire()),
+            redirect_uri: redirect_uri.to_owned(),
+        });
+        match self.ask(call).await? {
+            Outcome::Authorization(mut a) => Ok(AuthorizationRequest {
+                url: std::mem::take(&mut a.url),
+                redirect_uri: std::mem::take(&mut a.redirect_uri),
+                state: Zeroizing::new(std::mem::take(&mut a.state)),
+                nonce: Zeroizing::new(std::mem::take(&mut a.nonce)),
+                pkce_verifier: Zeroizing::new(std::mem::take(&mut a.pkce_verifier)),
+            }),
+            other => Err(wire::oidc_outcome_error(other, &self.settings)),
+        }
+    }
+
+    /// Exchanges the code from the callback, then verifies the ID token, including the nonce of this login.
+    ///
+    /// # Errors
+    /// As [`oidc::Provider::exchange_code`].
+    pub async fn exchange_code(&self, request: AuthorizationRequest, code: AuthCode) -> Result<Tokens, oidc::Error> {
+        let call = Call::ExchangeCode(proto::ExchangeCode {
+            provider: Some(self.wire()),
+            authorization: Some(proto::Authorization {
+                url: request.url,
+                redirect_uri: request.redirect_uri,
+                state: request.state.to_string(),
+                nonce: request.nonce.to_string(),
+                pkce_verifier: request.pkce_verifier.to_string(),
+            }),
+            code: code.expose_secret().to_owned(),
+        });
+        let outcome = self.ask(call).await?;
+        self.verified(outcome)
+    }
+
+    /// Starts a device login.
+    ///
+    /// # Errors
+    /// As [`oidc::Provider::start_device`].
+    pub async fn start_device(&self) -> Result<DeviceAuthorization, oidc::Error> {
+        match self.ask(Call::StartDevice(self.wire())).await? {
+            Outcome::Device(device) => Ok(DeviceAuthorization {
+                user_code: device.user_code,
+                verification_uri: device.verification_uri,
+                verification_uri_complete: device.verification_uri_complete,
+                expires_at: device.expires_at.map_or_else(Utc::now, |t| wire::time(Some(t))),
+                answer: device.answer,
+            }),
+            other => Err(wire::oidc_outcome_error(other, &self.settings)),
+        }
+    }
+
+    /// Polls the token endpoint until the user approves, denies, or `timeout` passes.
+    ///
+    /// # Errors
+    /// As [`oidc::Provider::finish_device`].
+    pub async fn finish_device(&self, device: &DeviceAuthorization, timeout: Duration) -> Result<Tokens, oidc::Error> {
+        let call = Call::FinishDevice(proto::FinishDevice {
+            provider: Some(self.wire()),
+            device: Some(proto::Device {
+                user_code: device.user_code.clone(),
+                verification_uri: device.verification_uri.clone(),
+                verification_uri_complete: device.verification_uri_complete.clone(),
+                expires_at: Some(wire::timestamp(device.expires_at)),
+                answer: device.answer.clone(),
+            }),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        });
+        let outcome = self.ask(call).await?;
+        self.verified(outcome)
+    }
+
+    /// Trades a refresh token for fresh tokens and checks the new ID token (one helper does both; the refresh
+    /// token the provider rotated comes back even when the ID token is refused).
+    ///
+    /// # Errors
+    /// As [`oidc::Provider::refresh`].
+    pub async fn refresh(&self, refresh_token: &RefreshToken) -> Result<Refreshed, oidc::Error> {
+        let call = Call::Refresh(proto::Refresh {
+            provider: Some(self.wire()),
+            refresh_token: refresh_token.expose_secret().to_owned(),
+        });
+        match self.ask(call).await? {
+            Outcome::Refreshed(mut refreshed) => {
+                let refresh_token = refreshed.refresh_token.take().map(RefreshToken::new);
+                let verified = match refreshed.result.take() {
+                    Some(proto::refreshed::Result::Verified(verified)) => self.keep_keys(verified),
+                    Some(proto::refreshed::Result::Failure(failure)) => Err(wire::oidc_error(failure)),
+                    None => Err(wire::oidc_outcome_error(Outcome::Refreshed(refreshed), &self.settings)),
+                };
+                Ok(Refreshed { refresh_token, verified })
+            }
+            other => Err(wire::oidc_outcome_error(other, &self.settings)),
+        }
+    }
+
+    /// The new ID token's checks, as the helper of [`Provider::refresh`] made them.
+    ///
+    /// # Errors
+    /// As [`oidc::Provider::verify_refreshed`].
+    pub async fn verify_refreshed(&self, refreshed: Refreshed) -> Result<Tokens, oidc::Error> {
+        refreshed.verified
+    }
+
+    fn wire(&self) -> proto::Provider {
+        proto::Provider {
+            settings: Some(wire::settings(&self.settings)),
+            discovery: self.discovery.to_vec(),
+            keys: self.keys.read().unwrap_or_else(PoisonError::into_inner).to_vec(),
+        }
+    }
+
+    async fn ask(&self, call: Call) -> Result<Outcome, oidc::Error> {
+        ask(call).await.map_err(|e| e.for_provider(&self.settings))
+    }
+
+    fn verified(&self, outcome: Outcome) -> Result<Tokens, oidc::Error> {
+        match outcome {
+            Outcome::Verified(verified) => self.keep_keys(verified),
+            other => Err(wire::oidc_outcome_error(other, &self.settings)),
+        }
+    }
+
+    /// The tokens of a helper's answer; the key set it checked them with is kept for the next call.
+    fn keep_keys(&self, verified: proto::Verified) -> Result<Tokens, oidc::Error> {
+        let proto::Verified { tokens, keys } = verified;
+        if !keys.is_empty() {
+            *self.keys.write().unwrap_or_else(PoisonError::into_inner) = keys.into();
+        }
+        tokens.map(wire::tokens).ok_or_else(|| oidc::Error::BadResponse {
+            url: self.settings.issuer.clone(),
+            reason: "the agent's helper sent no tokens".into(),
+        })
+    }
+}
+
+/// pachd's auth API for one context, each call made by a helper.
+#[derive(Clone, Debug)]
+pub struct Pachd {
+    address: String,
+    ca_file: Option<PathBuf>,
+}
+
+impl Pachd {
+    /// A client of `address`; nothing is dialled until the first call.
+    ///
+    /// # Errors
+    /// [`pachd::Error::CaFile`] when a TLS address's CA file cannot be read.
+    pub fn new(address: &PachdAddress, ca_file: Option<&Path>) -> Result<Self, pachd::Error> {
+        let ca_file = ca_file.filter(|_| address.tls);
+        if let Some(path) = ca_file {
+            std::fs::metadata(path)
+                .map_err(|e| pachd::Error::CaFile { path: path.display().to_string(), reason: e.to_string() })?;
+        }
+        Ok(Self { address: address.to_string(), ca_file: ca_file.map(Path::to_owned) })
+    }
+
+    /// Who `token` belongs to (`WhoAmI`).
+    ///
+    /// # Errors
+    /// As [`pachd::PachdClient::who_am_i`].
+    pub async fn who_am_i(&self, token: &PachToken) -> Result<Identity, pachd::Error> {
+        match self.ask(Call::WhoAmI(self.wire(token.expose_secret()))).await? {
+            Outcome::Identity(identity) => Ok(wire::identity(identity)),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// Trades an ID token for a pach token (`Authenticate{id_token}`) and asks whose it is.
+    ///
+    /// # Errors
+    /// As [`pachd::PachdClient::authenticate_id_token`] and [`pachd::PachdClient::who_am_i`].
+    pub async fn trade_id_token(&self, id_token: &IdToken) -> Result<(PachToken, Identity), pachd::Error> {
+        let outcome = self.ask(Call::TradeIdToken(self.wire(id_token.expose_secret()))).await?;
+        self.traded(outcome)
+    }
+
+    /// Starts a pachd-mediated login (`GetOIDCLogin`).
+    ///
+    /// # Errors
+    /// As [`pachd::PachdClient::get_oidc_login`].
+    pub async fn get_oidc_login(&self) -> Result<OidcLogin, pachd::Error> {
+        match self.ask(Call::GetOidcLogin(self.wire(""))).await? {
+            Outcome::OidcLogin(mut login) => Ok(OidcLogin {
+                login_url: std::mem::take(&mut login.login_url),
+                state: OidcState::new(std::mem::take(&mut login.state)),
+            }),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    /// Waits for a pachd-mediated login to finish (`Authenticate{oidc_state}`) and asks whose the token is.
+    ///
+    /// # Errors
+    /// As [`pachd::PachdClient::authenticate_oidc_state`] and [`pachd::PachdClient::who_am_i`].
+    pub async fn trade_oidc_state(&self, state: &OidcState) -> Result<(PachToken, Identity), pachd::Error> {
+        let outcome = self.ask(Call::TradeOidcState(self.wire(state.expose_secret()))).await?;
+        self.traded(outcome)
+    }
+
+    /// Revokes `token` (`RevokeAuthToken`); the number of tokens pachd revoked.
+    ///
+    /// # Errors
+    /// As [`pachd::PachdClient::revoke`].
+    pub async fn revoke(&self, token: &PachToken) -> Result<i64, pachd::Error> {
+        match self.ask(Call::Revoke(self.wire(token.expose_secret()))).await? {
+            Outcome::Revoked(n) => Ok(n),
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    fn wire(&self, secret: &str) -> proto::Pachd {
+        proto::Pachd {
+            address: self.address.clone(),
+            ca_file: self.ca_file.as_ref().map(|p| p.display().to_string()),
+            secret: secret.to_owned(),
+        }
+    }
+
+    async fn ask(&self, call: Call) -> Result<Outcome, pachd::Error> {
+        match ask(call).await {
+            Ok(Outcome::PachdFailure(failure)) => Err(wire::pachd_error(failure)),
+            Ok(outcome) => Ok(outcome),
+            Err(e) => Err(pachd::Error::Unreachable { address: self.address.clone(), reason: e.to_string() }),
+        }
+    }
+
+    fn traded(&self, outcome: Outcome) -> Result<(PachToken, Identity), pachd::Error> {
+        match outcome {
+            Outcome::Traded(mut traded) => {
+                let token = PachToken::new(std::mem::take(&mut traded.pach_token));
+                let identity = traded.identity.take().map(wire::identity);
+                let identity = identity.ok_or_else(|| self.unexpected(&Outcome::Traded(traded)))?;
+                Ok((token, identity))
+            }
+            other => Err(self.unexpected(&other)),
+        }
+    }
+
+    fn unexpected(&self, outcome: &Outcome) -> pachd::Error {
+        pachd::Error::Unreachable { address: self.address.clone(), reason: HelperError::mismatch(outcome).to_string() }
+    }
+}
+
+/// Why a helper gave no answer.
+#[derive(Debug, thiserror::Error)]
+enum HelperError {
+    #[error(
+        "the agent's helper {program} could not be run ({0}): install pachagent's programs side by side (cargo \
+         install --path .)",
+        program = programs::NET
+    )]
+    Start(String),
+    #[error("the agent's helper {program} failed ({0})", program = programs::NET)]
+    Failed(String),
+}
+
+impl HelperError {
+    fn mismatch(outcome: &Outcome) -> Self {
+        HelperError::Failed(format!(
+            "it answered {} to another call: install pachagent's programs from one build",
+            wire::outcome_name(outcome)
+        ))
+    }
+
+    /// The error as the provider's: the identity provider could not be reached through the helper (transient,
+    /// so a renewal retries).
+    fn for_provider(self, settings: &ProviderSettings) -> oidc::Error {
+        oidc::Error::Unreachable { url: settings.issuer.clone(), reason: self.to_string() }
+    }
+}
+
+/// Runs one call in a new helper and returns its answer. A failure the helper reports is an answer too
+/// ([`Outcome::OidcFailure`], [`Outcome::PachdFailure`]).
+async fn ask(call: Call) -> Result<Outcome, HelperError> {
+    let mut request = proto::Request { call: Some(call) };
+    let frame = Zeroizing::new(request.encode_length_delimited_to_vec());
+    wire::wipe_request(&mut request);
+    let program = programs::companion(programs::NET).map_err(|e| HelperError::Start(e.to_string()))?;
+    let mut helper = tokio::process::Command::new(&program)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| HelperError::Start(e.to_string()))?;
+    let (Some(mut requests), Some(replies)) = (helper.stdin.take(), helper.stdout.take()) else {
+        return Err(HelperError::Start("no pipes".into()));
+    };
+    requests.write_all(&frame).await.map_err(|e| HelperError::Failed(e.to_string()))?;
+    drop(requests);
+    let mut reply = Zeroizing::new(Vec::new());
+    replies.take(MAX_REPLY_BYTES).read_to_end(&mut reply).await.map_err(|e| HelperError::Failed(e.to_string()))?;
+    let status = helper.wait().await.map_err(|e| HelperError::Failed(e.to_string()))?;
+    if reply.is_empty() {
+        return Err(HelperError::Failed(format!("it gave no answer and exited with {status}")));
+    }
+    let mut reply =
+        proto::Reply::decode_length_delimited(&reply[..]).map_err(|e| HelperError::Failed(e.to_string()))?;
+    reply.outcome.take().ok_or_else(|| HelperError::Failed("an empty answer".into()))
+}

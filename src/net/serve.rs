@@ -1,0 +1,198 @@
+//! The helper's side: `pachagent-net` reads one request on standard input, makes it with the real OpenID and pachd
+//! clients, writes the answer on standard output and exits.
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use prost::Message;
+use zeroize::Zeroizing;
+
+use super::wire;
+use crate::config::PachdAddress;
+use crate::oidc;
+use crate::pachd::{self, OidcState, PachdClient};
+use crate::proto::net_helper::{self as proto, reply::Outcome, request::Call};
+use crate::secret::{AuthCode, IdToken, PachToken, RefreshToken};
+
+/// No request comes near this: the largest carries a provider's documents (a few KiB).
+const MAX_REQUEST_BYTES: u64 = 4 << 20;
+
+/// Answers the one request on standard input.
+///
+/// # Errors
+/// When standard input or output fail or the request is malformed: the agent then reports the helper as failed.
+pub fn serve() -> io::Result<()> {
+    let mut input = Zeroizing::new(Vec::new());
+    io::stdin().lock().take(MAX_REQUEST_BYTES).read_to_end(&mut input)?;
+    let mut request = proto::Request::decode_length_delimited(&input[..]).map_err(io::Error::other)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let outcome = runtime.block_on(answer(request.call.as_mut()));
+    wire::wipe_request(&mut request);
+    let mut reply = proto::Reply { outcome: Some(outcome) };
+    let frame = Zeroizing::new(reply.encode_length_delimited_to_vec());
+    wire::wipe_reply(&mut reply);
+    let mut out = io::stdout().lock();
+    out.write_all(&frame)?;
+    out.flush()
+}
+
+async fn answer(call: Option<&mut Call>) -> Outcome {
+    let Some(call) = call else {
+        return Outcome::OidcFailure(wire::oidc_failure(oidc::Error::Unsupported(
+            "the agent's helper got a request it does not know: install pachagent's programs from one build".into(),
+        )));
+    };
+    match call {
+        Call::Discover(settings) => {
+            let provider = oidc::Provider::discover(wire::settings_from(settings.clone())).await;
+            provider.and_then(|p| discovered(&p)).unwrap_or_else(oidc_failure)
+        }
+        Call::AuthorizationUrl(a) => provider(a.provider.take())
+            .and_then(|p| p.authorization_request(&a.redirect_uri))
+            .map(|request| {
+                let (state, nonce, pkce_verifier) = request.secrets();
+                Outcome::Authorization(proto::Authorization {
+                    url: request.url.clone(),
+                    redirect_uri: request.redirect_uri.clone(),
+                    state: state.to_owned(),
+                    nonce: nonce.to_owned(),
+                    pkce_verifier: pkce_verifier.to_owned(),
+                })
+            })
+            .unwrap_or_else(oidc_failure),
+        Call::ExchangeCode(x) => {
+            let result = async {
+                let p = provider(x.provider.take())?;
+                let a = x.authorization.take().unwrap_or_default();
+                let request =
+                    oidc::AuthorizationRequest::from_parts(a.url, a.redirect_uri, a.state, a.nonce, a.pkce_verifier);
+                let tokens = p.exchange_code(request, AuthCode::new(std::mem::take(&mut x.code))).await?;
+                verified(&p, &tokens)
+            };
+            result.await.unwrap_or_else(oidc_failure)
+        }
+        Call::StartDevice(p) => {
+            let result = async {
+                let device = provider(Some(std::mem::take(p)))?.start_device().await?;
+                Ok(Outcome::Device(proto::Device {
+                    user_code: device.user_code.clone(),
+                    verification_uri: device.verification_uri.clone(),
+                    verification_uri_complete: device.verification_uri_complete.clone(),
+                    expires_at: Some(wire::timestamp(device.expires_at)),
+                    answer: device.answer_document()?,
+                }))
+            };
+            result.await.unwrap_or_else(oidc_failure)
+        }
+        Call::FinishDevice(f) => {
+            let result = async {
+                let p = provider(f.provider.take())?;
+                let d = f.device.take().unwrap_or_default();
+                let expires_at = d.expires_at.map_or_else(chrono::Utc::now, |t| wire::time(Some(t)));
+                let device = oidc::DeviceAuthorization::from_answer(&d.answer, expires_at)?;
+                let tokens = p.finish_device(&device, std::time::Duration::from_millis(f.timeout_ms)).await?;
+                verified(&p, &tokens)
+            };
+            result.await.unwrap_or_else(oidc_failure)
+        }
+        Call::Refresh(r) => {
+            let result = async {
+                let p = provider(r.provider.take())?;
+                let refreshed = p.refresh(&RefreshToken::new(std::mem::take(&mut r.refresh_token))).await?;
+                let refresh_token = refreshed.refresh_token.as_ref().map(|t| t.expose_secret().to_owned());
+                let result = match p.verify_refreshed(refreshed).await.and_then(|tokens| verified_tokens(&p, &tokens)) {
+                    Ok(v) => proto::refreshed::Result::Verified(v),
+                    Err(e) => proto::refreshed::Result::Failure(wire::oidc_failure(e)),
+                };
+                Ok(Outcome::Refreshed(proto::Refreshed { refresh_token, result: Some(result) }))
+            };
+            result.await.unwrap_or_else(oidc_failure)
+        }
+        Call::WhoAmI(p) => {
+            pachd_answer(async {
+                let token = PachToken::new(std::mem::take(&mut p.secret));
+                Ok(Outcome::Identity(wire::identity_to(pachd_client(p)?.who_am_i(&token).await?)))
+            })
+            .await
+        }
+        Call::TradeIdToken(p) => {
+            pachd_answer(async {
+                let client = pachd_client(p)?;
+                let token = client.authenticate_id_token(&IdToken::new(std::mem::take(&mut p.secret))).await?;
+                traded(&client, token).await
+            })
+            .await
+        }
+        Call::GetOidcLogin(p) => {
+            pachd_answer(async {
+                let login = pachd_client(p)?.get_oidc_login().await?;
+                Ok(Outcome::OidcLogin(proto::OidcLogin {
+                    login_url: login.login_url,
+                    state: login.state.expose_secret().to_owned(),
+                }))
+            })
+            .await
+        }
+        Call::TradeOidcState(p) => {
+            pachd_answer(async {
+                let client = pachd_client(p)?;
+                let token = client.authenticate_oidc_state(&OidcState::new(std::mem::take(&mut p.secret))).await?;
+                traded(&client, token).await
+            })
+            .await
+        }
+        Call::Revoke(p) => {
+            pachd_answer(async {
+                let token = PachToken::new(std::mem::take(&mut p.secret));
+                Ok(Outcome::Revoked(pachd_client(p)?.revoke(&token).await?))
+            })
+            .await
+        }
+    }
+}
+
+fn oidc_failure(e: oidc::Error) -> Outcome {
+    Outcome::OidcFailure(wire::oidc_failure(e))
+}
+
+async fn pachd_answer(call: impl Future<Output = Result<Outcome, pachd::Error>>) -> Outcome {
+    call.await.unwrap_or_else(|e| Outcome::PachdFailure(wire::pachd_failure(e)))
+}
+
+/// The provider the agent discovered earlier, from the documents it kept; no request is made.
+fn provider(p: Option<proto::Provider>) -> Result<oidc::Provider, oidc::Error> {
+    let p = p.unwrap_or_default();
+    let settings = wire::settings_from(p.settings.unwrap_or_default());
+    oidc::Provider::from_documents(settings, &p.discovery, &p.keys)
+}
+
+fn discovered(p: &oidc::Provider) -> Result<Outcome, oidc::Error> {
+    Ok(Outcome::Discovered(proto::Discovered {
+        discovery: p.discovery_document()?,
+        keys: p.keys_document()?,
+        device_flow: p.supports_device_flow(),
+    }))
+}
+
+/// Verified tokens, with the key set they were checked with (fetched again when the provider rotated its keys).
+fn verified(p: &oidc::Provider, tokens: &oidc::Tokens) -> Result<Outcome, oidc::Error> {
+    verified_tokens(p, tokens).map(Outcome::Verified)
+}
+
+fn verified_tokens(p: &oidc::Provider, tokens: &oidc::Tokens) -> Result<proto::Verified, oidc::Error> {
+    Ok(proto::Verified { tokens: Some(wire::tokens_to(tokens)), keys: p.keys_document()? })
+}
+
+fn pachd_client(p: &proto::Pachd) -> Result<PachdClient, pachd::Error> {
+    let address = PachdAddress::parse(&p.address)
+        .map_err(|reason| pachd::Error::Unreachable { address: p.address.clone(), reason })?;
+    PachdClient::new(&address, p.ca_file.as_deref().map(Path::new))
+}
+
+async fn traded(client: &PachdClient, token: PachToken) -> Result<Outcome, pachd::Error> {
+    let identity = client.who_am_i(&token).await?;
+    Ok(Outcome::Traded(proto::Traded {
+        pach_token: token.expose_secret().to_owned(),
+        identity: Some(wire::identity_to(identity)),
+    }))
+}
