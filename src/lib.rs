@@ -21,8 +21,8 @@
 //! - [`private_dir`]: owner-only directories in shared places, and files opened in them without following links.
 //! - [`client`]: the typed gRPC client of the agent's socket (starts the agent when asked).
 //! - [`cli`]: the `pachagent` command line, the quick path the front answers itself, and the agent's flags.
-//! - [`programs`]: the four executables (`pachagent`, `pachagent-cli`, `pachagentd`, `pachagent-keyring`) and how
-//!   one finds or hands over to another.
+//! - [`programs`]: the executables (`pachagent`, `pachagent-cli`, `pachagentd` and its helpers `pachagent-keyring`
+//!   and `pachagent-net`) and how one finds or hands over to another.
 //! - [`devstack`]: `pachd-dev` and the embedded dev OpenID Provider, for development and tests only.
 //! - [`logging`]: log filtering that keeps tokens out of transport-level logs.
 //! - [`proto`]: generated protobuf code.
@@ -34,6 +34,7 @@ pub mod config;
 pub mod daemon;
 pub mod devstack;
 pub mod engine;
+mod frames;
 pub mod logging;
 pub mod net;
 pub mod oidc;

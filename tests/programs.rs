@@ -181,3 +181,29 @@ fn a_front_installed_without_its_companions_says_what_is_missing_and_how_to_fix_
     let out = agent.run_program(&lonely, &["token"], None);
     assert_eq!(out.code, 3, "{out:#?}");
 }
+
+/// An agent installed without its helpers refuses to start and names what is missing: it would otherwise fail at
+/// the first login or renewal, or (with `store = "auto"`) quietly keep sessions in the kernel keyring, where the
+/// user's earlier sessions are not and a reboot loses the new ones.
+#[test]
+fn an_agent_installed_without_its_helpers_refuses_to_start_and_says_which_one_is_missing() {
+    let mut agent = TestAgent::new(Keyring::Keyutils);
+    std::fs::write(&agent.config, "store = \"auto\"\nkeyring_service = \"pachagent-test-no-helpers\"\n").unwrap();
+    // A session bus is announced, so `auto` goes for the Secret Service, through its helper.
+    agent.env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus");
+    let bin = agent.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let lonely = bin.join("pachagentd");
+    std::fs::copy(AGENT, &lonely).unwrap();
+    let missing = |out: &CliOutput, helper: &str| {
+        assert_eq!(out.code, 1, "the agent did not start: {out:#?}");
+        assert!(out.stderr.contains(&bin.join(helper).display().to_string()), "names {helper}: {out:#?}");
+        assert!(out.stderr.contains("cargo install --path ."), "says how to fix it: {out:#?}");
+    };
+    let out = agent.run_program(&lonely, &["serve"], None);
+    missing(&out, "pachagent-net");
+    std::fs::copy(env!("CARGO_BIN_EXE_pachagent-net"), bin.join("pachagent-net")).unwrap();
+    let out = agent.run_program(&lonely, &["serve"], None);
+    missing(&out, "pachagent-keyring");
+    assert!(out.stderr.contains("keyring helper"), "{out:#?}");
+}

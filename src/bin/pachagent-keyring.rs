@@ -18,10 +18,10 @@ fn main() -> ExitCode {
     if flag != "--service" {
         return usage();
     }
-    pachagent::daemon::harden();
     // Its warnings (a keyring that had to be reconnected) join the agent's log, on the stderr they share.
     let layer = fmt::layer().with_writer(std::io::stderr).with_ansi(false);
     registry().with(layer.with_filter(pachagent::logging::log_filter("warn"))).init();
+    pachagent::daemon::harden_helper();
     match pachagent::store::helper::serve(service) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -15,10 +15,10 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    pachagent::daemon::harden();
     // Its warnings (a provider that rotated its keys) join the agent's log, on the stderr they share.
     let layer = fmt::layer().with_writer(std::io::stderr).with_ansi(false);
     registry().with(layer.with_filter(pachagent::logging::log_filter("warn"))).init();
+    pachagent::daemon::harden_helper();
     match pachagent::net::serve() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,9 +1,9 @@
 //! The flags every pachagent program reads (socket, config, context, JSON) and `serve`'s own.
 //!
-//! One definition for the three programs (see [`crate::programs`]): `pachagent-cli` flattens [`GlobalArgs`] into
-//! its command line, `pachagentd` parses the same globals and the same [`ServeArgs`] ([`super::agent`]), and the
-//! front's quick commands read the same names and variables ([`super::quick`]) and resolve them with
-//! [`Globals::resolve`]. So a command line means the same thing whichever program ends up reading it.
+//! One definition for the three programs that read a command line (see [`crate::programs`]): `pachagent-cli`
+//! flattens [`GlobalArgs`] into its command line, `pachagentd` parses the same globals and the same [`ServeArgs`]
+//! ([`super::agent`]), and the front's quick commands read the same names and variables ([`super::quick`]) and
+//! resolve them with [`Globals::resolve`]. So a command line means the same thing whichever program ends up reading it.
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -84,9 +84,9 @@ pub enum Error {
     /// The secret store cannot be used.
     #[error(transparent)]
     Store(#[from] store::Error),
-    /// The gRPC server failed.
-    #[error("the agent's server failed: {0}")]
-    Server(String),
+    /// A helper program is not installed next to the agent.
+    #[error(transparent)]
+    Helper(#[from] crate::programs::CompanionError),
 }
 
 impl Error {
@@ -103,6 +103,14 @@ impl Error {
 /// files (see `harden`). [`serve`] does it; so must anything else that runs the agent in-process (`dev`).
 pub fn harden() {
     harden::apply();
+}
+
+/// [`harden`] for the agent's helpers, which also ignore the stop signals (SIGINT, SIGTERM, SIGHUP): those reach
+/// a whole process group or service (Ctrl-C, `systemctl stop`), and the agent ends its helpers itself, after a
+/// refresh in flight has handed over the refresh token the provider rotated.
+pub fn harden_helper() {
+    harden::apply();
+    harden::ignore_stop_signals();
 }
 
 /// Runs the agent until SIGINT/SIGTERM. The caller has set up tracing.
@@ -135,6 +143,7 @@ pub async fn serve_until_idle(
     idle_exit: Option<Duration>,
 ) -> Result<(), Error> {
     let config = Config::load(&opts.config)?;
+    crate::net::locate()?;
     let (listener, guard, activated) = match socket::activated(&opts.socket)? {
         Some((listener, guard)) => (listener, guard, true),
         None => {

@@ -77,6 +77,10 @@ pub fn activated(fallback: &Path) -> Result<Option<(UnixListener, SocketGuard)>,
     };
     if count > 1 {
         warn!(count, "systemd passed more than one socket; only the first (fd 3) is served");
+        // The others stay open but must not reach the agent's helpers.
+        for fd in (LISTEN_FDS_START + 1)..LISTEN_FDS_START.saturating_add(i32::try_from(count).unwrap_or(i32::MAX)) {
+            close_on_exec(fd);
+        }
     }
     if path != fallback {
         warn!(
@@ -91,6 +95,15 @@ pub fn activated(fallback: &Path) -> Result<Option<(UnixListener, SocketGuard)>,
     listener.set_nonblocking(true).map_err(|e| fail(&path, format!("cannot make fd 3 non-blocking: {e}")))?;
     let listener = UnixListener::from_std(listener).map_err(|e| fail(&path, e.to_string()))?;
     Ok(Some((listener, SocketGuard { socket: None, _lock: lock })))
+}
+
+/// Marks a descriptor systemd passed close-on-exec; one that is not open is left alone.
+#[allow(unsafe_code)]
+fn close_on_exec(fd: RawFd) {
+    // SAFETY: fcntl(2) on an integer descriptor touches no memory; EBADF for a closed one is ignored.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
 }
 
 /// Takes ownership of fd 3 as a Unix listener, marking it close-on-exec so that no child inherits it.

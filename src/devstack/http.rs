@@ -201,6 +201,9 @@ where
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
+                    // As Go's servers (every real provider pachd ships with, and pachd) do by default: a reply
+                    // written in parts must not wait for the client's delayed ACK.
+                    let _ = stream.set_nodelay(true);
                     connections.spawn(connection(stream, handler.clone(), stop_rx.clone()));
                 }
                 Err(err) => {

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub use self::callback::CALLBACK_PATH;
@@ -204,6 +205,14 @@ pub fn callback_url(addr: SocketAddr) -> String {
     format!("http://{addr}{CALLBACK_PATH}")
 }
 
+/// TCP_NODELAY on an accepted connection, as Go (pachd's language) sets on every TCP connection: HEADERS, DATA and
+/// trailers written apart must not wait for the client's delayed ACK (a 40 ms stall on a new connection).
+fn nodelay(accepted: std::io::Result<tokio::net::TcpStream>) -> std::io::Result<tokio::net::TcpStream> {
+    let stream = accepted?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 /// Binds a listener (gRPC or OIDC HTTP); `127.0.0.1:0` picks a free port, which [`ready_line`] then reports.
 ///
 /// # Errors
@@ -316,7 +325,7 @@ impl PachdDev {
         let served = server
             .add_service(health_service)
             .add_service(ApiServer::new(self.service))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc).map(nodelay), shutdown)
             .await
             .map_err(Error::Serve);
         let _ = stop_http.send(());

@@ -40,7 +40,6 @@ pub struct SessionEngine {
     config: RwLock<Arc<Config>>,
     store: Store,
     sessions: RwLock<HashMap<String, Session>>,
-    clients: Mutex<HashMap<String, Pachd>>,
     /// Serialises logins and logouts per context, so two of them cannot interleave their store writes.
     context_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     events: broadcast::Sender<Event>,
@@ -64,7 +63,6 @@ impl SessionEngine {
             config: RwLock::new(Arc::new(config)),
             store,
             sessions: RwLock::new(HashMap::new()),
-            clients: Mutex::new(HashMap::new()),
             context_locks: Mutex::new(HashMap::new()),
             events,
             flights: Mutex::new(HashMap::new()),
@@ -476,7 +474,6 @@ impl SessionEngine {
             let mut sessions = write(&self.sessions);
             sessions.retain(|name, _| fresh.contexts.get(name).is_some_and(|c| old.contexts.get(name) == Some(c)));
         }
-        lock(&self.clients).clear();
         lock(&self.providers).clear();
         *write(&self.config) = Arc::new(fresh);
         for ctx in &added {
@@ -486,15 +483,10 @@ impl SessionEngine {
         Ok(self.config())
     }
 
+    /// The context's pachd. Each call is a helper of its own (see [`crate::net`]): there is no connection to keep.
     fn client(&self, ctx: &Context) -> Result<Pachd, Error> {
-        let mut clients = lock(&self.clients);
-        if let Some(c) = clients.get(&ctx.name) {
-            return Ok(c.clone());
-        }
-        let client = Pachd::new(&ctx.pachd, ctx.ca_file.as_deref())
-            .map_err(|source| Error::Pachd { context: ctx.name.clone(), source })?;
-        clients.insert(ctx.name.clone(), client.clone());
-        Ok(client)
+        Pachd::new(&ctx.pachd, ctx.ca_file.as_deref())
+            .map_err(|source| Error::Pachd { context: ctx.name.clone(), source })
     }
 
     fn context_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {

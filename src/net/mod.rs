@@ -16,24 +16,38 @@ mod wire;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use prost::Message;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, ChildStdout};
 use zeroize::Zeroizing;
 
 pub use self::serve::serve;
 use crate::config::PachdAddress;
 use crate::oidc::{self, ProviderSettings, Tokens};
 use crate::pachd::{self, Identity, OidcLogin, OidcState};
-use crate::programs;
+use crate::programs::{self, CompanionError};
 use crate::proto::net_helper::{self as proto, reply::Outcome, request::Call};
 use crate::secret::{AuthCode, IdToken, PachToken, RefreshToken};
 
-/// No reply comes near this: tokens and provider documents are a few KiB.
-const MAX_REPLY_BYTES: u64 = 4 << 20;
+/// Where `pachagent-net` is, found when the agent starts (see [`locate`]).
+static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+
+/// Finds `pachagent-net` next to the running program, once, when the agent starts: a missing helper is then an
+/// error at start, not at the first renewal, and an upgrade that replaces the programs under a running agent does
+/// not leave it looking next to a deleted executable.
+///
+/// # Errors
+/// When the helper is not installed next to the running program.
+pub fn locate() -> Result<(), CompanionError> {
+    if PROGRAM.get().is_none() {
+        let _ = PROGRAM.set(programs::companion(programs::NET)?);
+    }
+    Ok(())
+}
 
 /// A discovered identity provider: its settings and the documents its discovery fetched.
 pub struct Provider {
@@ -75,7 +89,6 @@ impl std::fmt::Debug for AuthorizationRequest {
 }
 
 /// A started device login: what to show the user, and what to poll with.
-#[derive(Debug)]
 pub struct DeviceAuthorization {
     /// The code the user types.
     pub user_code: String,
@@ -85,15 +98,22 @@ pub struct DeviceAuthorization {
     pub verification_uri_complete: Option<String>,
     /// When the code stops working.
     pub expires_at: DateTime<Utc>,
-    answer: Vec<u8>,
+    /// The provider's answer, with the device code that collects the tokens.
+    answer: Zeroizing<Vec<u8>>,
 }
 
-/// A refresh's outcome: the refresh token to use next (kept whatever [`Provider::verify_refreshed`] says), and the
-/// new ID token's checks, which the helper already made.
+impl std::fmt::Debug for DeviceAuthorization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceAuthorization").field("verification_uri", &self.verification_uri).finish_non_exhaustive()
+    }
+}
+
+/// A refresh's answer: the refresh token to use next, which the helper sends as soon as the provider answers, and
+/// the helper, still at work on the new ID token's checks (see [`Provider::verify_refreshed`]).
 pub struct Refreshed {
     /// The refresh token to use next, when the provider sent one (else the one just used stays valid).
     pub refresh_token: Option<RefreshToken>,
-    verified: Result<Tokens, oidc::Error>,
+    checking: Helper,
 }
 
 impl std::fmt::Debug for Refreshed {
@@ -177,7 +197,7 @@ impl Provider {
                 verification_uri: device.verification_uri,
                 verification_uri_complete: device.verification_uri_complete,
                 expires_at: device.expires_at.map_or_else(Utc::now, |t| wire::time(Some(t))),
-                answer: device.answer,
+                answer: Zeroizing::new(device.answer),
             }),
             other => Err(wire::oidc_outcome_error(other, &self.settings)),
         }
@@ -195,7 +215,7 @@ impl Provider {
                 verification_uri: device.verification_uri.clone(),
                 verification_uri_complete: device.verification_uri_complete.clone(),
                 expires_at: Some(wire::timestamp(device.expires_at)),
-                answer: device.answer.clone(),
+                answer: device.answer.to_vec(),
             }),
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
         });
@@ -203,8 +223,9 @@ impl Provider {
         self.verified(outcome)
     }
 
-    /// Trades a refresh token for fresh tokens and checks the new ID token (one helper does both; the refresh
-    /// token the provider rotated comes back even when the ID token is refused).
+    /// Trades a refresh token for fresh tokens. The answer carries the refresh token to use next, even when the
+    /// rest of it will not pass [`Provider::verify_refreshed`]: with rotation the provider has already retired the
+    /// old one, so the caller keeps the new one before anything else.
     ///
     /// # Errors
     /// As [`oidc::Provider::refresh`].
@@ -213,26 +234,25 @@ impl Provider {
             provider: Some(self.wire()),
             refresh_token: refresh_token.expose_secret().to_owned(),
         });
-        match self.ask(call).await? {
+        let mut helper = Helper::start(call).await.map_err(|e| e.for_provider(&self.settings))?;
+        match helper.next().await.map_err(|e| e.for_provider(&self.settings))? {
             Outcome::Refreshed(mut refreshed) => {
-                let refresh_token = refreshed.refresh_token.take().map(RefreshToken::new);
-                let verified = match refreshed.result.take() {
-                    Some(proto::refreshed::Result::Verified(verified)) => self.keep_keys(verified),
-                    Some(proto::refreshed::Result::Failure(failure)) => Err(wire::oidc_error(failure)),
-                    None => Err(wire::oidc_outcome_error(Outcome::Refreshed(refreshed), &self.settings)),
-                };
-                Ok(Refreshed { refresh_token, verified })
+                Ok(Refreshed { refresh_token: refreshed.refresh_token.take().map(RefreshToken::new), checking: helper })
             }
             other => Err(wire::oidc_outcome_error(other, &self.settings)),
         }
     }
 
-    /// The new ID token's checks, as the helper of [`Provider::refresh`] made them.
+    /// The new ID token's checks, which the helper of [`Provider::refresh`] makes once it has sent the refresh
+    /// token to use next.
     ///
     /// # Errors
     /// As [`oidc::Provider::verify_refreshed`].
     pub async fn verify_refreshed(&self, refreshed: Refreshed) -> Result<Tokens, oidc::Error> {
-        refreshed.verified
+        let mut helper = refreshed.checking;
+        let outcome = helper.next().await.map_err(|e| e.for_provider(&self.settings))?;
+        helper.finish();
+        self.verified(outcome)
     }
 
     fn wire(&self) -> proto::Provider {
@@ -406,29 +426,63 @@ impl HelperError {
 /// Runs one call in a new helper and returns its answer. A failure the helper reports is an answer too
 /// ([`Outcome::OidcFailure`], [`Outcome::PachdFailure`]).
 async fn ask(call: Call) -> Result<Outcome, HelperError> {
-    let mut request = proto::Request { call: Some(call) };
-    let frame = Zeroizing::new(request.encode_length_delimited_to_vec());
-    wire::wipe_request(&mut request);
-    let program = programs::companion(programs::NET).map_err(|e| HelperError::Start(e.to_string()))?;
-    let mut helper = tokio::process::Command::new(&program)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| HelperError::Start(e.to_string()))?;
-    let (Some(mut requests), Some(replies)) = (helper.stdin.take(), helper.stdout.take()) else {
-        return Err(HelperError::Start("no pipes".into()));
-    };
-    requests.write_all(&frame).await.map_err(|e| HelperError::Failed(e.to_string()))?;
-    drop(requests);
-    let mut reply = Zeroizing::new(Vec::new());
-    replies.take(MAX_REPLY_BYTES).read_to_end(&mut reply).await.map_err(|e| HelperError::Failed(e.to_string()))?;
-    let status = helper.wait().await.map_err(|e| HelperError::Failed(e.to_string()))?;
-    if reply.is_empty() {
-        return Err(HelperError::Failed(format!("it gave no answer and exited with {status}")));
+    let mut helper = Helper::start(call).await?;
+    let outcome = helper.next().await?;
+    helper.finish();
+    Ok(outcome)
+}
+
+/// A helper at work on one call. Dropped before it is done, it is killed.
+struct Helper {
+    child: Child,
+    replies: ChildStdout,
+}
+
+impl Helper {
+    /// Starts a helper on `call`.
+    async fn start(call: Call) -> Result<Self, HelperError> {
+        let mut request = proto::Request { call: Some(call) };
+        let frame = Zeroizing::new(request.encode_length_delimited_to_vec());
+        wire::wipe_request(&mut request);
+        let program = match PROGRAM.get() {
+            Some(program) => program.clone(),
+            None => programs::companion(programs::NET).map_err(|e| HelperError::Start(e.to_string()))?,
+        };
+        let mut child = tokio::process::Command::new(&program)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| HelperError::Start(format!("{}: {e}", program.display())))?;
+        let (Some(mut requests), Some(replies)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(HelperError::Start("it started without pipes".into()));
+        };
+        if let Err(e) = requests.write_all(&frame).await {
+            let status = child.wait().await.map_or_else(|e| e.to_string(), |s| s.to_string());
+            return Err(HelperError::Failed(format!("it did not take the request ({e}) and exited with {status}")));
+        }
+        // Closed: the helper reads to the end of its input.
+        drop(requests);
+        Ok(Self { child, replies })
     }
-    let mut reply =
-        proto::Reply::decode_length_delimited(&reply[..]).map_err(|e| HelperError::Failed(e.to_string()))?;
-    reply.outcome.take().ok_or_else(|| HelperError::Failed("an empty answer".into()))
+
+    /// The helper's next answer.
+    async fn next(&mut self) -> Result<Outcome, HelperError> {
+        let frame =
+            crate::frames::read_async(&mut self.replies).await.map_err(|e| HelperError::Failed(e.to_string()))?;
+        let Some(frame) = frame else {
+            let status = self.child.wait().await.map_or_else(|e| e.to_string(), |s| s.to_string());
+            return Err(HelperError::Failed(format!("it gave no answer and exited with {status}")));
+        };
+        let mut reply = proto::Reply::decode(&frame[..]).map_err(|e| HelperError::Failed(e.to_string()))?;
+        reply.outcome.take().ok_or_else(|| HelperError::Failed("an empty answer".into()))
+    }
+
+    /// Lets a helper that has answered exit by itself, and reaps it.
+    fn finish(mut self) {
+        tokio::spawn(async move {
+            let _ = self.child.wait().await;
+        });
+    }
 }

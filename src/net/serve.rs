@@ -1,7 +1,8 @@
 //! The helper's side: `pachagent-net` reads one request on standard input, makes it with the real OpenID and pachd
-//! clients, writes the answer on standard output and exits.
+//! clients, writes the answer on standard output and exits. A refresh has two answers: the refresh token to use
+//! next as soon as the provider has answered, then the new ID token's checks.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::Path;
 
 use prost::Message;
@@ -14,35 +15,42 @@ use crate::pachd::{self, OidcState, PachdClient};
 use crate::proto::net_helper::{self as proto, reply::Outcome, request::Call};
 use crate::secret::{AuthCode, IdToken, PachToken, RefreshToken};
 
-/// No request comes near this: the largest carries a provider's documents (a few KiB).
-const MAX_REQUEST_BYTES: u64 = 4 << 20;
-
 /// Answers the one request on standard input.
 ///
 /// # Errors
 /// When standard input or output fail or the request is malformed: the agent then reports the helper as failed.
 pub fn serve() -> io::Result<()> {
-    let mut input = Zeroizing::new(Vec::new());
-    io::stdin().lock().take(MAX_REQUEST_BYTES).read_to_end(&mut input)?;
-    let mut request = proto::Request::decode_length_delimited(&input[..]).map_err(io::Error::other)?;
+    let input = crate::frames::read(&mut io::stdin().lock())?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "no request"))?;
+    let mut request = proto::Request::decode(&input[..]).map_err(io::Error::other)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let outcome = runtime.block_on(answer(request.call.as_mut()));
+    let mut replies = Replies(io::stdout().lock());
+    let outcome = runtime.block_on(answer(request.call.as_mut(), &mut replies));
     wire::wipe_request(&mut request);
-    let mut reply = proto::Reply { outcome: Some(outcome) };
-    let frame = Zeroizing::new(reply.encode_length_delimited_to_vec());
-    wire::wipe_reply(&mut reply);
-    let mut out = io::stdout().lock();
-    out.write_all(&frame)?;
-    out.flush()
+    replies.send(outcome?)
 }
 
-async fn answer(call: Option<&mut Call>) -> Outcome {
+/// The helper's standard output, one frame per answer.
+struct Replies<W>(W);
+
+impl<W: Write> Replies<W> {
+    fn send(&mut self, outcome: Outcome) -> io::Result<()> {
+        let mut reply = proto::Reply { outcome: Some(outcome) };
+        let frame = Zeroizing::new(reply.encode_length_delimited_to_vec());
+        wire::wipe_reply(&mut reply);
+        self.0.write_all(&frame)?;
+        self.0.flush()
+    }
+}
+
+/// The answer to `call` (a refresh sends its first answer itself, through `replies`).
+async fn answer(call: Option<&mut Call>, replies: &mut Replies<impl Write>) -> io::Result<Outcome> {
     let Some(call) = call else {
-        return Outcome::OidcFailure(wire::oidc_failure(oidc::Error::Unsupported(
+        return Ok(Outcome::OidcFailure(wire::oidc_failure(oidc::Error::Unsupported(
             "the agent's helper got a request it does not know: install pachagent's programs from one build".into(),
-        )));
+        ))));
     };
-    match call {
+    let outcome = match call {
         Call::Discover(settings) => {
             let provider = oidc::Provider::discover(wire::settings_from(settings.clone())).await;
             provider.and_then(|p| discovered(&p)).unwrap_or_else(oidc_failure)
@@ -96,17 +104,23 @@ async fn answer(call: Option<&mut Call>) -> Outcome {
             result.await.unwrap_or_else(oidc_failure)
         }
         Call::Refresh(r) => {
-            let result = async {
-                let p = provider(r.provider.take())?;
-                let refreshed = p.refresh(&RefreshToken::new(std::mem::take(&mut r.refresh_token))).await?;
-                let refresh_token = refreshed.refresh_token.as_ref().map(|t| t.expose_secret().to_owned());
-                let result = match p.verify_refreshed(refreshed).await.and_then(|tokens| verified_tokens(&p, &tokens)) {
-                    Ok(v) => proto::refreshed::Result::Verified(v),
-                    Err(e) => proto::refreshed::Result::Failure(wire::oidc_failure(e)),
-                };
-                Ok(Outcome::Refreshed(proto::Refreshed { refresh_token, result: Some(result) }))
+            let refreshed = match provider(r.provider.take()) {
+                Ok(p) => p.refresh(&RefreshToken::new(std::mem::take(&mut r.refresh_token))).await.map(|x| (p, x)),
+                Err(e) => Err(e),
             };
-            result.await.unwrap_or_else(oidc_failure)
+            match refreshed {
+                Ok((p, refreshed)) => {
+                    // The provider may have retired the old refresh token: the agent keeps the new one before the
+                    // ID token is even looked at.
+                    let refresh_token = refreshed.refresh_token.as_ref().map(|t| t.expose_secret().to_owned());
+                    replies.send(Outcome::Refreshed(proto::Refreshed { refresh_token }))?;
+                    p.verify_refreshed(refreshed)
+                        .await
+                        .and_then(|tokens| verified(&p, &tokens))
+                        .unwrap_or_else(oidc_failure)
+                }
+                Err(e) => oidc_failure(e),
+            }
         }
         Call::WhoAmI(p) => {
             pachd_answer(async {
@@ -148,7 +162,8 @@ async fn answer(call: Option<&mut Call>) -> Outcome {
             })
             .await
         }
-    }
+    };
+    Ok(outcome)
 }
 
 fn oidc_failure(e: oidc::Error) -> Outcome {
@@ -176,11 +191,7 @@ fn discovered(p: &oidc::Provider) -> Result<Outcome, oidc::Error> {
 
 /// Verified tokens, with the key set they were checked with (fetched again when the provider rotated its keys).
 fn verified(p: &oidc::Provider, tokens: &oidc::Tokens) -> Result<Outcome, oidc::Error> {
-    verified_tokens(p, tokens).map(Outcome::Verified)
-}
-
-fn verified_tokens(p: &oidc::Provider, tokens: &oidc::Tokens) -> Result<proto::Verified, oidc::Error> {
-    Ok(proto::Verified { tokens: Some(wire::tokens_to(tokens)), keys: p.keys_document()? })
+    Ok(Outcome::Verified(proto::Verified { tokens: Some(wire::tokens_to(tokens)), keys: p.keys_document()? }))
 }
 
 fn pachd_client(p: &proto::Pachd) -> Result<PachdClient, pachd::Error> {

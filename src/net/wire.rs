@@ -213,7 +213,12 @@ pub(super) fn wipe_request(request: &mut proto::Request) {
             }
         }
         Some(Call::StartDevice(p)) => provider(Some(p)),
-        Some(Call::FinishDevice(f)) => provider(f.provider.as_mut()),
+        Some(Call::FinishDevice(f)) => {
+            provider(f.provider.as_mut());
+            if let Some(d) = &mut f.device {
+                d.answer.zeroize();
+            }
+        }
         Some(Call::Refresh(r)) => {
             provider(r.provider.as_mut());
             r.refresh_token.zeroize();
@@ -236,12 +241,8 @@ pub(super) fn wipe_reply(reply: &mut proto::Reply) {
     match &mut reply.outcome {
         Some(Outcome::Authorization(a)) => wipe_authorization(a),
         Some(Outcome::Verified(v)) => tokens(v.tokens.as_mut()),
-        Some(Outcome::Refreshed(r)) => {
-            r.refresh_token.zeroize();
-            if let Some(proto::refreshed::Result::Verified(v)) = &mut r.result {
-                tokens(v.tokens.as_mut());
-            }
-        }
+        Some(Outcome::Refreshed(r)) => r.refresh_token.zeroize(),
+        Some(Outcome::Device(d)) => d.answer.zeroize(),
         Some(Outcome::Traded(t)) => t.pach_token.zeroize(),
         Some(Outcome::OidcLogin(l)) => l.state.zeroize(),
         _ => {}

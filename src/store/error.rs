@@ -78,6 +78,15 @@ pub enum Error {
         /// Why it was rejected.
         reason: &'static str,
     },
+    /// The agent's keyring helper could not be run, or stopped answering.
+    #[error(
+        "the agent's keyring helper failed ({reason}): install pachagent's programs side by side (cargo install \
+         --path .) and restart the agent"
+    )]
+    Helper {
+        /// What went wrong.
+        reason: String,
+    },
     /// Any other failure reported by the platform.
     #[error("the {backend} store failed: {reason}")]
     Platform {

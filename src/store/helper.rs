@@ -12,7 +12,8 @@
 //! (`proto/pachagent/keyring/v1/helper.proto`, length-delimited). Secrets travel only over those pipes, never on a
 //! command line, and every buffer that held one is wiped.
 
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Write};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -21,6 +22,7 @@ use prost::Message;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::{Backend, Error, RawStore};
+use crate::frames;
 use crate::programs;
 use crate::proto::keyring_helper::{self as wire, failure::Kind, reply::Outcome, request::Call};
 
@@ -29,21 +31,24 @@ const BACKEND: Backend = Backend::SecretService;
 /// How long a helper waits, idle, for the agent's next call before it is told to go.
 pub const LINGER: Duration = Duration::from_secs(5);
 
-/// No request or reply is near this: records are capped at [`super::MAX_RECORD_BYTES`].
-const MAX_FRAME: usize = 1 << 20;
-
 /// The agent's side: a [`RawStore`] whose calls are made by a `pachagent-keyring` process, started on the first
 /// call after an idle spell.
 pub(super) struct KeyringHelper {
+    /// Found when the store opens: an upgrade that replaces the programs under a running agent must not leave it
+    /// looking for its helper next to a deleted executable.
+    program: PathBuf,
     service: String,
     helper: Arc<Mutex<Option<Running>>>,
 }
 
 /// A helper process and the pipes to it.
 struct Running {
-    child: Child,
+    /// Always there until the helper is dropped, when it moves to the thread that reaps it.
+    child: Option<Child>,
+    pid: u32,
     requests: Option<ChildStdin>,
-    replies: BufReader<ChildStdout>,
+    /// Unbuffered: a buffer would keep copies of the records it passed on.
+    replies: ChildStdout,
     last_call: Instant,
     /// Set when the helper stopped answering properly: it is killed rather than asked to finish.
     broken: bool,
@@ -58,12 +63,18 @@ enum Lost {
 }
 
 impl KeyringHelper {
-    pub(super) fn new(service: &str) -> Self {
-        Self { service: service.to_owned(), helper: Arc::new(Mutex::new(None)) }
+    /// The helper route for `service`'s entries.
+    ///
+    /// # Errors
+    /// [`Error::Helper`] when `pachagent-keyring` is not installed next to the running program.
+    pub(super) fn new(service: &str) -> Result<Self, Error> {
+        let program = programs::companion(programs::KEYRING).map_err(|e| Error::Helper { reason: e.to_string() })?;
+        Ok(Self { program, service: service.to_owned(), helper: Arc::new(Mutex::new(None)) })
     }
 
     /// Sends `call` to the running helper, or to a new one when there is none or the one there had gone away
-    /// before reading it, and returns its answer.
+    /// before reading it, and returns its answer. Calls take turns: a helper answers one at a time, and one that a
+    /// frozen keyring holds up holds up the others, which the keyring would not answer either.
     fn ask(&self, call: Call) -> Result<Outcome, Error> {
         let mut request = wire::Request { call: Some(call) };
         let frame = Zeroizing::new(request.encode_length_delimited_to_vec());
@@ -92,12 +103,8 @@ impl KeyringHelper {
                             tracing::debug!(error = %e, "the keyring helper had gone; starting another");
                         }
                         Lost::Unsent(e) | Lost::Unanswered(e) => {
-                            return Err(Error::Platform {
-                                backend: BACKEND,
-                                reason: format!(
-                                    "its helper {} stopped answering ({e}); the next call starts a new one",
-                                    programs::KEYRING
-                                ),
+                            return Err(Error::Helper {
+                                reason: format!("{} stopped answering: {e}", programs::KEYRING),
                             });
                         }
                     }
@@ -108,33 +115,33 @@ impl KeyringHelper {
 
     /// Starts a helper, and the thread that sends it away once it has been idle for [`LINGER`].
     fn start(&self) -> Result<Running, Error> {
-        let failed = |reason: String| Error::Platform { backend: BACKEND, reason };
-        let program = programs::companion(programs::KEYRING).map_err(|e| failed(e.to_string()))?;
-        let mut child = Command::new(&program)
+        let failed = |reason: String| Error::Helper { reason };
+        let mut child = Command::new(&self.program)
             .arg("--service")
             .arg(&self.service)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| failed(format!("cannot start its helper {}: {e}", program.display())))?;
+            .map_err(|e| failed(format!("cannot start {}: {e}", self.program.display())))?;
+        let pid = child.id();
         let (Some(requests), Some(replies)) = (child.stdin.take(), child.stdout.take()) else {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(failed("its helper started without pipes".to_owned()));
+            return Err(failed(format!("{} started without pipes", programs::KEYRING)));
         };
-        let pid = child.id();
+        let mut running = Running {
+            child: Some(child),
+            pid,
+            requests: Some(requests),
+            replies,
+            last_call: Instant::now(),
+            broken: false,
+        };
         let helper = Arc::downgrade(&self.helper);
         let reaper = std::thread::Builder::new()
             .name("keyring-helper".to_owned())
             .spawn(move || dismiss_when_idle(&helper, pid));
-        let mut running = Running {
-            child,
-            requests: Some(requests),
-            replies: BufReader::new(replies),
-            last_call: Instant::now(),
-            broken: false,
-        };
         if let Err(e) = reaper {
             // Without the thread it would stay forever: not worth keeping.
             running.broken = true;
@@ -181,7 +188,7 @@ impl Running {
     fn exchange(&mut self, frame: &[u8]) -> Result<Outcome, Lost> {
         let requests = self.requests.as_mut().ok_or_else(|| Lost::Unsent(io::ErrorKind::BrokenPipe.into()))?;
         requests.write_all(frame).and_then(|()| requests.flush()).map_err(Lost::Unsent)?;
-        let reply = read_frame(&mut self.replies)
+        let reply = frames::read(&mut self.replies)
             .and_then(|frame| frame.ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "it exited")))
             .map_err(Lost::Unanswered)?;
         let reply = wire::Reply::decode(&reply[..]).map_err(|e| Lost::Unanswered(io::Error::other(e)))?;
@@ -192,30 +199,20 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         // A closed input tells the helper to close its Secret Service session and exit; a broken one is killed.
-        // It is reaped on a thread of its own: it may be stuck in a call to a frozen keyring, and whoever drops
-        // it (a timed-out call, the agent stopping) must not wait for that.
+        // It is reaped on a thread of its own: one still inside a call to a frozen keyring exits only when the
+        // keyring answers, and the agent stopping must not wait for that.
         drop(self.requests.take());
+        let Some(mut child) = self.child.take() else { return };
         if self.broken {
-            let _ = self.child.kill();
+            let _ = child.kill();
         }
-        let pid = self.child.id();
-        let reaped = std::thread::Builder::new().name("keyring-helper".to_owned()).spawn(move || reap(pid));
-        if reaped.is_err() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        let reaper = std::thread::Builder::new().name("keyring-helper".to_owned()).spawn(move || {
+            let _ = child.wait();
+        });
+        if let Err(e) = reaper {
+            tracing::warn!(pid = self.pid, error = %e, "cannot start a thread to reap the keyring helper");
         }
     }
-}
-
-/// Waits for the helper `pid` to exit, so that it does not stay a zombie.
-#[allow(unsafe_code)]
-fn reap(pid: u32) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return };
-    let mut status = 0;
-    // SAFETY: waits on a child of this process, by pid, with a valid pointer to a local.
-    while unsafe { libc::waitpid(pid, &raw mut status, 0) } == -1
-        && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
-    {}
 }
 
 /// The reaper thread of helper `pid`: sends it away once no call has come for [`LINGER`]. Ends when it did, or
@@ -226,7 +223,7 @@ fn dismiss_when_idle(helper: &Weak<Mutex<Option<Running>>>, pid: u32) {
         std::thread::sleep(wait);
         let Some(helper) = helper.upgrade() else { return };
         let mut slot = lock(&helper);
-        let Some(running) = slot.as_ref().filter(|running| running.child.id() == pid) else { return };
+        let Some(running) = slot.as_ref().filter(|running| running.pid == pid) else { return };
         let idle = running.last_call.elapsed();
         if idle < LINGER {
             wait = LINGER - idle;
@@ -251,7 +248,7 @@ pub fn serve(service: &str) -> io::Result<()> {
     let store = super::secret_service::SecretServiceStore::new(service);
     let mut requests = io::stdin().lock();
     let mut replies = io::stdout().lock();
-    while let Some(frame) = read_frame(&mut requests)? {
+    while let Some(frame) = frames::read(&mut requests)? {
         let mut request = wire::Request::decode(&frame[..]).map_err(io::Error::other)?;
         let mut reply = wire::Reply { outcome: Some(answer(&store, &mut request)) };
         wipe_request(&mut request);
@@ -282,26 +279,6 @@ fn answer(store: &impl RawStore, request: &mut wire::Request) -> Outcome {
     result.unwrap_or_else(|e| Outcome::Failure(to_failure(e)))
 }
 
-/// Reads one length-delimited frame; `None` when the stream ends before it starts.
-fn read_frame(from: &mut impl Read) -> io::Result<Option<Zeroizing<Vec<u8>>>> {
-    let mut len: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let mut byte = [0u8];
-        if from.read(&mut byte)? == 0 {
-            return if shift == 0 { Ok(None) } else { Err(io::ErrorKind::UnexpectedEof.into()) };
-        }
-        len |= u64::from(byte[0] & 0x7f) << shift;
-        if byte[0] & 0x80 == 0 {
-            let len = usize::try_from(len).ok().filter(|&n| n <= MAX_FRAME);
-            let len = len.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "an oversized frame"))?;
-            let mut frame = Zeroizing::new(vec![0; len]);
-            from.read_exact(&mut frame)?;
-            return Ok(Some(frame));
-        }
-    }
-    Err(io::Error::new(io::ErrorKind::InvalidData, "a malformed frame length"))
-}
-
 fn wipe_request(request: &mut wire::Request) {
     if let Some(Call::Set(set)) = &mut request.call {
         set.secret.zeroize();
@@ -322,10 +299,7 @@ fn mismatched(outcome: &Outcome) -> Error {
         Outcome::Done(_) => "a completion",
         Outcome::Failure(_) => "a failure",
     };
-    Error::Platform {
-        backend: BACKEND,
-        reason: format!("its helper answered with {what} to another call: install pachagent's programs from one build"),
-    }
+    Error::Helper { reason: format!("{} answered with {what} to another call", programs::KEYRING) }
 }
 
 fn to_failure(e: Error) -> wire::Failure {
@@ -348,11 +322,15 @@ fn to_failure(e: Error) -> wire::Failure {
             failure.reason = reason;
             Kind::QuotaExceeded
         }
-        Error::Platform { reason, .. } => {
+        Error::Platform { reason, .. } | Error::Helper { reason } => {
             failure.reason = reason;
             Kind::Platform
         }
-        other @ (Error::Corrupt { .. } | Error::InvalidName { .. }) => {
+        Error::Corrupt { context, reason } => {
+            (failure.context, failure.reason) = (context, reason);
+            Kind::Corrupt
+        }
+        other @ Error::InvalidName { .. } => {
             failure.reason = other.to_string();
             Kind::Platform
         }
@@ -374,6 +352,7 @@ fn from_failure(failure: wire::Failure) -> Error {
         }
         Kind::QuotaExceeded => Error::QuotaExceeded { backend, reason: failure.reason },
         Kind::Platform => Error::Platform { backend, reason: failure.reason },
+        Kind::Corrupt => Error::Corrupt { context: failure.context, reason: failure.reason },
     }
 }
 
@@ -408,7 +387,7 @@ mod tests {
     fn a_request_from_another_build_gets_an_error_that_says_to_reinstall() {
         let outcome = answer(&MemoryStore::default(), &mut wire::Request { call: None });
         let Outcome::Failure(failure) = outcome else { panic!("not a failure") };
-        assert!(from_failure(failure).to_string().contains("install pachagent's programs from one build"));
+        assert!(from_failure(failure).to_string().contains("install pachagent's programs from one build"), "the fix");
     }
 
     #[test]
@@ -419,11 +398,12 @@ mod tests {
             Error::TimedOut { backend: BACKEND, seconds: 10 },
             Error::QuotaExceeded { backend: BACKEND, reason: "full".into() },
             Error::Platform { backend: BACKEND, reason: "dbus said no".into() },
+            Error::Corrupt { context: "dev".into(), reason: "2 items match it".into() },
         ];
         for e in errors {
             let message = e.to_string();
             let frame = wire::Reply { outcome: Some(Outcome::Failure(to_failure(e))) }.encode_length_delimited_to_vec();
-            let reply = read_frame(&mut &frame[..]).unwrap().unwrap();
+            let reply = frames::read(&mut &frame[..]).unwrap().unwrap();
             let Some(Outcome::Failure(failure)) = wire::Reply::decode(&reply[..]).unwrap().outcome else {
                 panic!("not a failure")
             };
@@ -434,21 +414,9 @@ mod tests {
     }
 
     #[test]
-    fn frames_that_end_early_or_are_oversized_are_refused_and_an_empty_stream_is_the_end() {
-        assert!(read_frame(&mut &[][..]).unwrap().is_none(), "a closed pipe before a frame: the end");
-        let err = read_frame(&mut &[5u8, 1, 2][..]).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "a frame cut short");
-        let err = read_frame(&mut &[0x80u8][..]).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "a length cut short");
-        let mut oversized = Vec::new();
-        prost::encoding::encode_varint(MAX_FRAME as u64 + 1, &mut oversized);
-        let err = read_frame(&mut &oversized[..]).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "no buffer is allocated for a length like that");
-    }
-
-    #[test]
     fn an_answer_to_another_call_is_an_error_not_a_result() {
         let e = mismatched(&Outcome::Removed(true));
         assert!(e.to_string().contains("answered with a removal to another call"), "{e}");
+        assert!(e.to_string().contains("restart the agent"), "says what to do: {e}");
     }
 }

@@ -136,7 +136,7 @@ fn in_process(backend: Backend, service: &str) -> Result<Arc<dyn RawStore>, Erro
 fn through_helper(backend: Backend, service: &str) -> Result<Arc<dyn RawStore>, Error> {
     match backend {
         #[cfg(target_os = "linux")]
-        Backend::SecretService => Ok(Arc::new(helper::KeyringHelper::new(service))),
+        Backend::SecretService => Ok(Arc::new(helper::KeyringHelper::new(service)?)),
         other => small_backend(other, service),
     }
 }
@@ -245,6 +245,9 @@ impl Store {
                     );
                     return Ok(ss);
                 }
+                // A broken installation is not a missing Secret Service: falling back would hide the user's
+                // sessions and keep new ones where a reboot loses them.
+                Err(e @ Error::Helper { .. }) => return Err(e),
                 Err(e) => e.to_string(),
             }
         } else {

@@ -1,8 +1,9 @@
 //! The freedesktop Secret Service (gnome-keyring, KWallet) over the D-Bus session bus, through the
 //! `secret-service` crate.
 //!
-//! A store keeps one D-Bus connection and one encrypted Secret Service session for its whole life, and opens new
-//! ones only when a call fails on the old ones (the keyring daemon restarted, the bus went away). Opening a
+//! A store keeps one D-Bus connection and one encrypted Secret Service session for its whole life (in the agent,
+//! the life of its keyring helper, see [`super::helper`]), and opens new ones only when a call fails on the old
+//! ones (the keyring daemon restarted, the bus went away). Opening a
 //! connection and a session per call, as the `keyring` crate does, is not only a key exchange per call: a stream
 //! of short-lived clients each opening a session makes gnome-keyring abort (`gkd_secret_service_get_pkcs11_session:
 //! assertion 'client' failed`, then a `g_variant_new` error; gnome-keyring's own bug, seen by many clients), and
