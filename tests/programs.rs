@@ -196,7 +196,7 @@ fn an_agent_installed_without_its_helpers_refuses_to_start_and_says_which_one_is
     let lonely = bin.join("pachagentd");
     std::fs::copy(AGENT, &lonely).unwrap();
     let missing = |out: &CliOutput, helper: &str| {
-        assert_eq!(out.code, 1, "the agent did not start: {out:#?}");
+        assert_eq!(out.code, 2, "the agent did not start, and a service manager would not restart it: {out:#?}");
         assert!(out.stderr.contains(&bin.join(helper).display().to_string()), "names {helper}: {out:#?}");
         assert!(out.stderr.contains("cargo install --path ."), "says how to fix it: {out:#?}");
     };

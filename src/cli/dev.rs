@@ -30,6 +30,10 @@ const AGENT_START: Duration = Duration::from_secs(15);
 pub(super) async fn run(args: DevArgs, json: bool) -> Result<(), Error> {
     // The agent runs in this process and holds live tokens, as `serve` does: the same hardening.
     daemon::harden();
+    // And so do its calls to the keyring, the identity provider and pachd: `cargo run -- dev` builds this program
+    // alone, without the agent's helpers, and a development stack does not need to save the agent's memory.
+    crate::net::answer_in_this_process();
+    crate::store::keep_keyring_calls_in_process();
     let workdir = WorkDir::create().map_err(|e| failed("cannot create its temporary directory", e))?;
     let (stop_tx, stop_rx) = watch::channel(false);
 

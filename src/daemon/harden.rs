@@ -18,14 +18,3 @@ pub fn apply() {
         libc::umask(0o077);
     }
 }
-
-/// Ignores SIGINT, SIGTERM and SIGHUP in this process (see `daemon::harden_helper`).
-#[allow(unsafe_code)]
-pub fn ignore_stop_signals() {
-    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: installs the constant SIG_IGN disposition, before any thread is started; no handler runs.
-        if unsafe { libc::signal(signal, libc::SIG_IGN) } == libc::SIG_ERR {
-            tracing::warn!(signal, "could not ignore a stop signal");
-        }
-    }
-}

@@ -93,7 +93,11 @@ impl Error {
     /// The process exit code: 2 for a configuration problem or an agent already running, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::AlreadyRunning { .. } | Error::Config(_) => 2,
+            // A missing program is not fixed by starting again (the service units do not restart on 2).
+            Error::AlreadyRunning { .. }
+            | Error::Config(_)
+            | Error::Helper(_)
+            | Error::Store(store::Error::Helper { .. }) => 2,
             _ => 1,
         }
     }
@@ -105,12 +109,9 @@ pub fn harden() {
     harden::apply();
 }
 
-/// [`harden`] for the agent's helpers, which also ignore the stop signals (SIGINT, SIGTERM, SIGHUP): those reach
-/// a whole process group or service (Ctrl-C, `systemctl stop`), and the agent ends its helpers itself, after a
-/// refresh in flight has handed over the refresh token the provider rotated.
+/// [`harden`] for the agent's helpers.
 pub fn harden_helper() {
     harden::apply();
-    harden::ignore_stop_signals();
 }
 
 /// Runs the agent until SIGINT/SIGTERM. The caller has set up tracing.
@@ -215,7 +216,8 @@ fn stopped_while_starting() -> Result<(), Error> {
 /// and ends every `Watch` stream.
 ///
 /// # Errors
-/// [`Error::Server`] when the server fails.
+/// None today: the server's connections fail one by one, never the whole server; the `Result` is for callers that
+/// treat a stopped agent like any other.
 pub async fn run(
     listener: UnixListener,
     engine: Arc<SessionEngine>,

@@ -14,7 +14,9 @@
 mod serve;
 mod wire;
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
@@ -23,9 +25,10 @@ use chrono::{DateTime, Utc};
 use prost::Message;
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdout};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use zeroize::Zeroizing;
 
-pub use self::serve::serve;
+pub use self::serve::{answer_in_this_process, serve};
 use crate::config::PachdAddress;
 use crate::oidc::{self, ProviderSettings, Tokens};
 use crate::pachd::{self, Identity, OidcLogin, OidcState};
@@ -36,6 +39,14 @@ use crate::secret::{AuthCode, IdToken, PachToken, RefreshToken};
 /// Where `pachagent-net` is, found when the agent starts (see [`locate`]).
 static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
 
+/// Makes a call in this process instead, sending its answers on the channel (see [`answer_in_this_process`]).
+type Direct = fn(Call, UnboundedSender<Outcome>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Set by [`answer_in_this_process`]: `pachagent dev`, a development stack in one process that `cargo run` builds
+/// alone, runs the agent's calls itself. A function pointer, so that the agent, which never sets it, does not
+/// link the code it points to.
+static DIRECT: OnceLock<Direct> = OnceLock::new();
+
 /// Finds `pachagent-net` next to the running program, once, when the agent starts: a missing helper is then an
 /// error at start, not at the first renewal, and an upgrade that replaces the programs under a running agent does
 /// not leave it looking next to a deleted executable.
@@ -43,7 +54,7 @@ static PROGRAM: OnceLock<PathBuf> = OnceLock::new();
 /// # Errors
 /// When the helper is not installed next to the running program.
 pub fn locate() -> Result<(), CompanionError> {
-    if PROGRAM.get().is_none() {
+    if PROGRAM.get().is_none() && DIRECT.get().is_none() {
         let _ = PROGRAM.set(programs::companion(programs::NET)?);
     }
     Ok(())
@@ -433,14 +444,20 @@ async fn ask(call: Call) -> Result<Outcome, HelperError> {
 }
 
 /// A helper at work on one call. Dropped before it is done, it is killed.
-struct Helper {
-    child: Child,
-    replies: ChildStdout,
+enum Helper {
+    /// The child is taken when it is left to exit by itself ([`Helper::finish`]).
+    Process { child: Option<Box<Child>>, replies: ChildStdout },
+    /// `pachagent dev`: the call runs as a task of this process (see [`answer_in_this_process`]).
+    InProcess { answers: UnboundedReceiver<Outcome>, task: tokio::task::JoinHandle<()> },
 }
 
 impl Helper {
     /// Starts a helper on `call`.
     async fn start(call: Call) -> Result<Self, HelperError> {
+        if let Some(direct) = DIRECT.get() {
+            let (tx, answers) = tokio::sync::mpsc::unbounded_channel();
+            return Ok(Helper::InProcess { answers, task: tokio::spawn(direct(call, tx)) });
+        }
         let mut request = proto::Request { call: Some(call) };
         let frame = Zeroizing::new(request.encode_length_delimited_to_vec());
         wire::wipe_request(&mut request);
@@ -448,7 +465,10 @@ impl Helper {
             Some(program) => program.clone(),
             None => programs::companion(programs::NET).map_err(|e| HelperError::Start(e.to_string()))?,
         };
+        // A process group of its own: a Ctrl-C in the agent's terminal is for the agent, which ends or waits for
+        // its helpers itself.
         let mut child = tokio::process::Command::new(&program)
+            .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -464,15 +484,26 @@ impl Helper {
         }
         // Closed: the helper reads to the end of its input.
         drop(requests);
-        Ok(Self { child, replies })
+        Ok(Helper::Process { child: Some(Box::new(child)), replies })
     }
 
     /// The helper's next answer.
     async fn next(&mut self) -> Result<Outcome, HelperError> {
-        let frame =
-            crate::frames::read_async(&mut self.replies).await.map_err(|e| HelperError::Failed(e.to_string()))?;
+        let (child, replies) = match self {
+            Helper::Process { child, replies } => (child, replies),
+            Helper::InProcess { answers, .. } => {
+                return answers
+                    .recv()
+                    .await
+                    .ok_or_else(|| HelperError::Failed("the call ended without an answer".into()));
+            }
+        };
+        let frame = crate::frames::read_async(replies).await.map_err(|e| HelperError::Failed(e.to_string()))?;
         let Some(frame) = frame else {
-            let status = self.child.wait().await.map_or_else(|e| e.to_string(), |s| s.to_string());
+            let status = match child {
+                Some(child) => child.wait().await.map_or_else(|e| e.to_string(), |s| s.to_string()),
+                None => "an unknown status".to_owned(),
+            };
             return Err(HelperError::Failed(format!("it gave no answer and exited with {status}")));
         };
         let mut reply = proto::Reply::decode(&frame[..]).map_err(|e| HelperError::Failed(e.to_string()))?;
@@ -481,8 +512,21 @@ impl Helper {
 
     /// Lets a helper that has answered exit by itself, and reaps it.
     fn finish(mut self) {
-        tokio::spawn(async move {
-            let _ = self.child.wait().await;
-        });
+        if let Helper::Process { child, .. } = &mut self
+            && let Some(mut child) = child.take()
+        {
+            tokio::spawn(async move {
+                let _ = child.wait().await;
+            });
+        }
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        // A process helper is killed by its `Child` (kill_on_drop).
+        if let Helper::InProcess { task, .. } = self {
+            task.abort();
+        }
     }
 }

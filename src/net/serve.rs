@@ -2,10 +2,13 @@
 //! clients, writes the answer on standard output and exits. A refresh has two answers: the refresh token to use
 //! next as soon as the provider has answered, then the new ID token's checks.
 
+use std::future::Future;
 use std::io::{self, Write};
 use std::path::Path;
+use std::pin::Pin;
 
 use prost::Message;
+use tokio::sync::mpsc::UnboundedSender;
 use zeroize::Zeroizing;
 
 use super::wire;
@@ -30,10 +33,15 @@ pub fn serve() -> io::Result<()> {
     replies.send(outcome?)
 }
 
+/// Where a call's answers go: the helper's standard output, or the agent's own task ([`answer_in_this_process`]).
+trait Answers {
+    fn send(&mut self, outcome: Outcome) -> io::Result<()>;
+}
+
 /// The helper's standard output, one frame per answer.
 struct Replies<W>(W);
 
-impl<W: Write> Replies<W> {
+impl<W: Write> Answers for Replies<W> {
     fn send(&mut self, outcome: Outcome) -> io::Result<()> {
         let mut reply = proto::Reply { outcome: Some(outcome) };
         let frame = Zeroizing::new(reply.encode_length_delimited_to_vec());
@@ -43,8 +51,31 @@ impl<W: Write> Replies<W> {
     }
 }
 
+impl Answers for UnboundedSender<Outcome> {
+    fn send(&mut self, outcome: Outcome) -> io::Result<()> {
+        UnboundedSender::send(self, outcome).map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+    }
+}
+
+/// Has this process make the agent's calls itself rather than start `pachagent-net` for each: for `pachagent dev`,
+/// a development stack in one process, which `cargo run` builds without the helpers. The resident agent never
+/// calls this, and so does not contain the code it brings in.
+pub fn answer_in_this_process() {
+    let _ = super::DIRECT.set(in_this_process);
+}
+
+fn in_this_process(mut call: Call, mut answers: UnboundedSender<Outcome>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let outcome = answer(Some(&mut call), &mut answers).await;
+        wire::wipe_request(&mut proto::Request { call: Some(call) });
+        if let Ok(outcome) = outcome {
+            let _ = Answers::send(&mut answers, outcome);
+        }
+    })
+}
+
 /// The answer to `call` (a refresh sends its first answer itself, through `replies`).
-async fn answer(call: Option<&mut Call>, replies: &mut Replies<impl Write>) -> io::Result<Outcome> {
+async fn answer(call: Option<&mut Call>, replies: &mut impl Answers) -> io::Result<Outcome> {
     let Some(call) = call else {
         return Ok(Outcome::OidcFailure(wire::oidc_failure(oidc::Error::Unsupported(
             "the agent's helper got a request it does not know: install pachagent's programs from one build".into(),

@@ -79,12 +79,9 @@ pub enum Error {
         reason: &'static str,
     },
     /// The agent's keyring helper could not be run, or stopped answering.
-    #[error(
-        "the agent's keyring helper failed ({reason}): install pachagent's programs side by side (cargo install \
-         --path .) and restart the agent"
-    )]
+    #[error("the agent's keyring helper failed: {reason}")]
     Helper {
-        /// What went wrong.
+        /// What went wrong, and what to do.
         reason: String,
     },
     /// Any other failure reported by the platform.

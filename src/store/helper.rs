@@ -13,6 +13,7 @@
 //! command line, and every buffer that held one is wiped.
 
 use std::io::{self, Write};
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -104,7 +105,11 @@ impl KeyringHelper {
                         }
                         Lost::Unsent(e) | Lost::Unanswered(e) => {
                             return Err(Error::Helper {
-                                reason: format!("{} stopped answering: {e}", programs::KEYRING),
+                                reason: format!(
+                                    "{} stopped answering ({e}); the next keyring call starts it again, and if \
+                                     that keeps failing, restart the agent",
+                                    programs::KEYRING
+                                ),
                             });
                         }
                     }
@@ -115,8 +120,11 @@ impl KeyringHelper {
 
     /// Starts a helper, and the thread that sends it away once it has been idle for [`LINGER`].
     fn start(&self) -> Result<Running, Error> {
-        let failed = |reason: String| Error::Helper { reason };
+        let failed = |reason: String| Error::Helper { reason: format!("{reason}; restart the agent") };
+        // A process group of its own: a Ctrl-C in the agent's terminal is for the agent, which ends its helper by
+        // closing its input once it is done with it.
         let mut child = Command::new(&self.program)
+            .process_group(0)
             .arg("--service")
             .arg(&self.service)
             .stdin(Stdio::piped())
@@ -299,7 +307,13 @@ fn mismatched(outcome: &Outcome) -> Error {
         Outcome::Done(_) => "a completion",
         Outcome::Failure(_) => "a failure",
     };
-    Error::Helper { reason: format!("{} answered with {what} to another call", programs::KEYRING) }
+    Error::Helper {
+        reason: format!(
+            "{} answered with {what} to another call: install pachagent's programs from one build (cargo install \
+             --path .) and restart the agent",
+            programs::KEYRING
+        ),
+    }
 }
 
 fn to_failure(e: Error) -> wire::Failure {

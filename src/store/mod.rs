@@ -123,6 +123,16 @@ trait RawStore: Send + Sync + 'static {
 /// How a store reaches a backend: [`in_process`] or [`through_helper`].
 type Reach = fn(Backend, &str) -> Result<Arc<dyn RawStore>, Error>;
 
+/// Set by [`keep_keyring_calls_in_process`]. A function pointer, so that the agent, which never sets it, does not
+/// link the in-process Secret Service.
+static KEYRING_IN_PROCESS: std::sync::OnceLock<Reach> = std::sync::OnceLock::new();
+
+/// Has [`Store::open_for_agent`] reach the Secret Service in this process rather than through `pachagent-keyring`:
+/// for `pachagent dev`, a development stack in one process, which `cargo run` builds without the helpers.
+pub fn keep_keyring_calls_in_process() {
+    let _ = KEYRING_IN_PROCESS.set(in_process);
+}
+
 /// Every backend, in this process.
 fn in_process(backend: Backend, service: &str) -> Result<Arc<dyn RawStore>, Error> {
     match backend {
@@ -199,9 +209,10 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// As [`Store::open`]; also [`Error::Platform`] when the helper cannot be run.
+    /// As [`Store::open`]; also [`Error::Helper`] when the helper is not installed or cannot be run.
     pub async fn open_for_agent(choice: StoreChoice, service: &str) -> Result<Store, Error> {
-        Self::open_with(choice, service, through_helper).await
+        let reach = KEYRING_IN_PROCESS.get().copied().unwrap_or(through_helper);
+        Self::open_with(choice, service, reach).await
     }
 
     /// Opens the store, reaching each backend through `reach`. Which function that is decides what a program
