@@ -7,6 +7,18 @@ use std::io::{self, Read};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use zeroize::Zeroizing;
 
+/// The helper's standard input and output without the standard library's buffers, which would keep copies of
+/// the records and tokens that pass through them (and are never wiped): each read and write goes to the pipe.
+///
+/// # Errors
+/// When the descriptors cannot be duplicated.
+pub(crate) fn unbuffered_stdio() -> io::Result<(std::fs::File, std::fs::File)> {
+    use std::os::fd::AsFd as _;
+    let input = std::fs::File::from(io::stdin().as_fd().try_clone_to_owned()?);
+    let output = std::fs::File::from(io::stdout().as_fd().try_clone_to_owned()?);
+    Ok((input, output))
+}
+
 /// No frame between the agent and a helper comes near this: records, tokens and provider documents are KiBs.
 pub(crate) const MAX_FRAME: usize = 4 << 20;
 

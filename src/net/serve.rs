@@ -23,11 +23,12 @@ use crate::secret::{AuthCode, IdToken, PachToken, RefreshToken};
 /// # Errors
 /// When standard input or output fail or the request is malformed: the agent then reports the helper as failed.
 pub fn serve() -> io::Result<()> {
-    let input = crate::frames::read(&mut io::stdin().lock())?
-        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "no request"))?;
+    let (mut input, output) = crate::frames::unbuffered_stdio()?;
+    let input =
+        crate::frames::read(&mut input)?.ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "no request"))?;
     let mut request = proto::Request::decode(&input[..]).map_err(io::Error::other)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let mut replies = Replies(io::stdout().lock());
+    let mut replies = Replies(output);
     let outcome = runtime.block_on(answer(request.call.as_mut(), &mut replies));
     wire::wipe_request(&mut request);
     replies.send(outcome?)

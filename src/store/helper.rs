@@ -254,8 +254,7 @@ fn dismiss_when_idle(helper: &Weak<Mutex<Option<Running>>>, pid: u32) {
 #[cfg(target_os = "linux")]
 pub fn serve(service: &str) -> io::Result<()> {
     let store = super::secret_service::SecretServiceStore::new(service);
-    let mut requests = io::stdin().lock();
-    let mut replies = io::stdout().lock();
+    let (mut requests, mut replies) = frames::unbuffered_stdio()?;
     while let Some(frame) = frames::read(&mut requests)? {
         let mut request = wire::Request::decode(&frame[..]).map_err(io::Error::other)?;
         let mut reply = wire::Reply { outcome: Some(answer(&store, &mut request)) };

@@ -308,12 +308,19 @@ impl TestAgent {
         self.wait_ready();
     }
 
-    /// Waits until the agent's socket accepts connections (the agent may have been started by the CLI).
+    /// Waits until the agent's socket accepts connections (the agent may have been started by the CLI). When this
+    /// harness started the agent, the socket must be that agent's: after a kill, a helper the dead agent was just
+    /// starting can hold its listening socket for the instant before the helper's exec closes it, and a connection
+    /// queued there is not the new agent answering.
     pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
-                return;
+            if let Ok(stream) = std::os::unix::net::UnixStream::connect(&self.socket) {
+                let listener = rustix::net::sockopt::socket_peercred(&stream).ok().map(|c| c.pid.as_raw_pid());
+                let started = self.child.as_ref().map(|c| i32::try_from(c.id()).unwrap());
+                if started.is_none() || listener == started {
+                    return;
+                }
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
