@@ -40,7 +40,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ])
         .compile_protos(&[PathBuf::from("proto/pachyderm/auth_v2/auth.proto")], &includes)?;
 
-    // Between the agent and its keyring helper: no service; the two messages that carry secrets get a redacting `Debug`.
+    // Between the agent and its keyring helper: no service; the two messages that carry secrets get a redacting
+    // `Debug`.
     tonic_prost_build::configure()
         .build_client(false)
         .build_server(false)

@@ -763,8 +763,8 @@ fn status_mb(pid: u32, field: &str) -> Result<f64> {
 }
 
 /// Waits until the agent has no child process: its keyring helper (`pachagent-keyring`) stays a few seconds
-/// after the last keyring call (`pachagent-net` exits with its call). The agent's RSS is then all the memory the idle agent holds; read while a helper
-/// still ran, it would leave the helper's out.
+/// after the last keyring call (`pachagent-net` exits with its call). The agent's RSS is then all the memory the
+/// idle agent holds; read while a helper still ran, it would leave the helper's out.
 async fn helpers_gone(agent: u32) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let started = Instant::now();

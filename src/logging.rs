@@ -1,4 +1,4 @@
-//! Log filtering shared by the agent and pachd-dev.
+//! Log filtering shared by the agent, its helpers and pachd-dev.
 //!
 //! `RUST_LOG` takes a comma-separated list of `target=level` directives and bare levels (`pachagent=debug,info`),
 //! read with `tracing-subscriber`'s [`Targets`]: the common subset of the `env_logger` syntax, without span and
@@ -6,6 +6,9 @@
 
 use tracing::Level;
 use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{Layer as _, fmt, registry};
 
 /// Crates that never log above `info`, whatever `RUST_LOG` asks: at their most verbose levels they can print
 /// request headers, where `authn-token` travels, and no token may reach a log.
@@ -14,6 +17,13 @@ const HELD_AT_INFO: [&str; 6] = ["h2", "hyper", "hyper_util", "tower", "tonic", 
 /// The filter for this process: `RUST_LOG` when it is set and reads, else `default` (same syntax).
 pub fn log_filter(default: &str) -> Targets {
     filter_from(std::env::var("RUST_LOG").ok().as_deref(), default)
+}
+
+/// Logging for the agent's helpers (`pachagent-keyring`, `pachagent-net`): their warnings (a keyring that had to
+/// be reconnected, a provider that rotated its keys) join the agent's log as plain lines, on the stderr they share.
+pub fn init_helper() {
+    let layer = fmt::layer().with_writer(std::io::stderr).with_ansi(false);
+    registry().with(layer.with_filter(log_filter("warn"))).init();
 }
 
 /// [`log_filter`] for a given `RUST_LOG` value.

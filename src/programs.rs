@@ -39,8 +39,8 @@ pub const NET: &str = "pachagent-net";
 #[derive(Debug, thiserror::Error)]
 #[error(
     "cannot run {program:?}, which pachagent installs next to {name}: {source}; install pachagent so that \
-     pachagent, pachagent-cli, pachagentd, pachagent-keyring and pachagent-net sit in one directory (`cargo install --path .`), or, in a checkout, \
-     build them all (`cargo build --release --bins`)",
+     pachagent, pachagent-cli, pachagentd, pachagent-keyring and pachagent-net sit in one directory (`cargo \
+     install --path .`), or, in a checkout, build them all (`cargo build --release --bins`)",
     program = .program.display(),
     name = FRONT
 )]

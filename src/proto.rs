@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use chrono::{DateTime, Utc};
+
 /// The pachagent API served on the agent's socket.
 pub mod agent {
     tonic::include_proto!("pachagent.v1");
@@ -25,6 +27,19 @@ pub mod keyring_helper {
 /// Between the agent and its network helper (`net`).
 pub mod net_helper {
     tonic::include_proto!("pachagent.net.v1");
+}
+
+/// A protobuf timestamp for a UTC time, to the nanosecond.
+pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0) }
+}
+
+/// A UTC time from a protobuf timestamp; `None` when it is unset or out of chrono's range (nanoseconds outside
+/// 0..1e9 count as none).
+pub fn time(ts: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    let ts = ts?;
+    let nanos = u32::try_from(ts.nanos).ok().filter(|n| *n < 1_000_000_000).unwrap_or(0);
+    DateTime::from_timestamp(ts.seconds, nanos)
 }
 
 /// Shows whether a secret field is set without showing it.

@@ -1,14 +1,9 @@
 //! Engine values to protobuf messages.
 
-use chrono::{DateTime, Utc};
-
 use crate::engine::{Event, EventKind, LoginDone, LoginEvent, SessionMethod, SessionState, SessionView};
 use crate::proto::agent as pb;
 
-/// A protobuf timestamp for a UTC time.
-pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
-}
+pub use crate::proto::timestamp;
 
 fn method(m: SessionMethod) -> pb::LoginMethod {
     match m {

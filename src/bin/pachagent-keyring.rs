@@ -5,23 +5,14 @@
 use std::process::ExitCode;
 
 #[cfg(target_os = "linux")]
-use tracing_subscriber::layer::SubscriberExt as _;
-#[cfg(target_os = "linux")]
-use tracing_subscriber::util::SubscriberInitExt as _;
-#[cfg(target_os = "linux")]
-use tracing_subscriber::{Layer as _, fmt, registry};
-
-#[cfg(target_os = "linux")]
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [flag, service] = args.as_slice() else { return usage() };
     if flag != "--service" {
         return usage();
     }
-    // Its warnings (a keyring that had to be reconnected) join the agent's log, on the stderr they share.
-    let layer = fmt::layer().with_writer(std::io::stderr).with_ansi(false);
-    registry().with(layer.with_filter(pachagent::logging::log_filter("warn"))).init();
-    pachagent::daemon::harden_helper();
+    pachagent::logging::init_helper();
+    pachagent::daemon::harden();
     match pachagent::store::helper::serve(service) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

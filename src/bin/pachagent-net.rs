@@ -4,10 +4,6 @@
 
 use std::process::ExitCode;
 
-use tracing_subscriber::layer::SubscriberExt as _;
-use tracing_subscriber::util::SubscriberInitExt as _;
-use tracing_subscriber::{Layer as _, fmt, registry};
-
 fn main() -> ExitCode {
     if std::env::args_os().len() > 1 {
         eprintln!(
@@ -15,10 +11,8 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    // Its warnings (a provider that rotated its keys) join the agent's log, on the stderr they share.
-    let layer = fmt::layer().with_writer(std::io::stderr).with_ansi(false);
-    registry().with(layer.with_filter(pachagent::logging::log_filter("warn"))).init();
-    pachagent::daemon::harden_helper();
+    pachagent::logging::init_helper();
+    pachagent::daemon::harden();
     match pachagent::net::serve() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

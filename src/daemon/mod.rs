@@ -90,7 +90,8 @@ pub enum Error {
 }
 
 impl Error {
-    /// The process exit code: 2 for a configuration problem or an agent already running, 1 otherwise.
+    /// The process exit code: 2 for a configuration problem, an agent already running or a missing helper, 1
+    /// otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             // A missing program is not fixed by starting again (the service units do not restart on 2).
@@ -104,13 +105,9 @@ impl Error {
 }
 
 /// Hardens this process for holding live tokens: no core dumps, no ptrace by same-uid processes, owner-only
-/// files (see `harden`). [`serve`] does it; so must anything else that runs the agent in-process (`dev`).
+/// files (see `harden`). [`serve`] does it; so must anything else that runs the agent in-process (`dev`), and the
+/// agent's helpers, which hold its tokens and keyring records for the length of a call.
 pub fn harden() {
-    harden::apply();
-}
-
-/// [`harden`] for the agent's helpers.
-pub fn harden_helper() {
     harden::apply();
 }
 

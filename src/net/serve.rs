@@ -118,7 +118,7 @@ async fn answer(call: Option<&mut Call>, replies: &mut impl Answers) -> io::Resu
                     user_code: device.user_code.clone(),
                     verification_uri: device.verification_uri.clone(),
                     verification_uri_complete: device.verification_uri_complete.clone(),
-                    expires_at: Some(wire::timestamp(device.expires_at)),
+                    expires_at: Some(crate::proto::timestamp(device.expires_at)),
                     answer: device.answer_document()?,
                 }))
             };
@@ -128,7 +128,7 @@ async fn answer(call: Option<&mut Call>, replies: &mut impl Answers) -> io::Resu
             let result = async {
                 let p = provider(f.provider.take())?;
                 let d = f.device.take().unwrap_or_default();
-                let expires_at = d.expires_at.map_or_else(chrono::Utc::now, |t| wire::time(Some(t)));
+                let expires_at = crate::proto::time(d.expires_at.as_ref()).unwrap_or_else(chrono::Utc::now);
                 let device = oidc::DeviceAuthorization::from_answer(&d.answer, expires_at)?;
                 let tokens = p.finish_device(&device, std::time::Duration::from_millis(f.timeout_ms)).await?;
                 verified(&p, &tokens)
@@ -136,11 +136,12 @@ async fn answer(call: Option<&mut Call>, replies: &mut impl Answers) -> io::Resu
             result.await.unwrap_or_else(oidc_failure)
         }
         Call::Refresh(r) => {
-            let refreshed = match provider(r.provider.take()) {
-                Ok(p) => p.refresh(&RefreshToken::new(std::mem::take(&mut r.refresh_token))).await.map(|x| (p, x)),
-                Err(e) => Err(e),
+            let refreshed = async {
+                let p = provider(r.provider.take())?;
+                let refreshed = p.refresh(&RefreshToken::new(std::mem::take(&mut r.refresh_token))).await?;
+                Ok::<_, oidc::Error>((p, refreshed))
             };
-            match refreshed {
+            match refreshed.await {
                 Ok((p, refreshed)) => {
                     // The provider may have retired the old refresh token: the agent keeps the new one before the
                     // ID token is even looked at.

@@ -9,8 +9,11 @@ use zeroize::Zeroize;
 use super::HelperError;
 use crate::oidc::{self, ProviderSettings, Tokens};
 use crate::pachd::{self, Identity};
-use crate::proto::net_helper::{
-    self as proto, oidc_failure::Kind as OidcKind, pachd_failure::Kind as PachdKind, reply::Outcome, request::Call,
+use crate::proto::{
+    self as proto_time,
+    net_helper::{
+        self as proto, oidc_failure::Kind as OidcKind, pachd_failure::Kind as PachdKind, reply::Outcome, request::Call,
+    },
 };
 use crate::secret::{ClientSecret, IdToken, RefreshToken};
 
@@ -42,7 +45,7 @@ pub(super) fn tokens(mut t: proto::Tokens) -> Tokens {
         refresh_token: t.refresh_token.take().map(RefreshToken::new),
         email: t.email.take(),
         subject: std::mem::take(&mut t.subject),
-        expires_at: time(t.expires_at),
+        expires_at: time_or_past(t.expires_at.as_ref()),
     }
 }
 
@@ -52,26 +55,21 @@ pub(super) fn tokens_to(t: &Tokens) -> proto::Tokens {
         refresh_token: t.refresh_token.as_ref().map(|r| r.expose_secret().to_owned()),
         email: t.email.clone(),
         subject: t.subject.clone(),
-        expires_at: Some(timestamp(t.expires_at)),
+        expires_at: Some(proto_time::timestamp(t.expires_at)),
     }
 }
 
 pub(super) fn identity(i: proto::Identity) -> Identity {
-    Identity { username: i.username, expiration: i.expiration.map(|t| time(Some(t))) }
+    Identity { username: i.username, expiration: i.expiration.map(|t| time_or_past(Some(&t))) }
 }
 
 pub(super) fn identity_to(i: Identity) -> proto::Identity {
-    proto::Identity { username: i.username, expiration: i.expiration.map(timestamp) }
+    proto::Identity { username: i.username, expiration: i.expiration.map(proto_time::timestamp) }
 }
 
-/// A time as sent; a missing or impossible one is the distant past, which nothing treats as valid.
-pub(super) fn time(t: Option<prost_types::Timestamp>) -> DateTime<Utc> {
-    t.and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
-        .unwrap_or(DateTime::<Utc>::MIN_UTC)
-}
-
-pub(super) fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0) }
+/// An expiry as sent; a missing or impossible one is the distant past, which nothing treats as valid.
+fn time_or_past(t: Option<&prost_types::Timestamp>) -> DateTime<Utc> {
+    proto_time::time(t).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 pub(super) fn oidc_failure(e: oidc::Error) -> proto::OidcFailure {

@@ -5,12 +5,7 @@ use std::io::{self, Write};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-/// Converts a protobuf timestamp; `None` when it is unset or out of chrono's range.
-pub fn timestamp(ts: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    let ts = ts?;
-    let nanos = u32::try_from(ts.nanos).ok().filter(|n| *n < 1_000_000_000).unwrap_or(0);
-    DateTime::from_timestamp(ts.seconds, nanos)
-}
+pub use crate::proto::time as timestamp;
 
 /// RFC 3339 in UTC with whole seconds, e.g. `2025-02-09T14:41:00Z`: the one time format of the JSON output.
 pub fn rfc3339(t: DateTime<Utc>) -> String {
