@@ -78,16 +78,46 @@ async fn token_with_rust_log_shows_the_logs_and_the_same_answer() {
 }
 
 /// The agent is resident for the whole session, so what it maps counts for as long: it does not map the C maths
-/// library, which the one maths function it uses (tokio's `pow`) would otherwise keep mapped (~0.45 MB).
+/// library, which the one maths function it uses (tokio's `pow`) would otherwise keep mapped (~0.45 MB), nor gcc's
+/// shared unwinder, which its programs link in instead (build.rs).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[test]
-fn the_running_agent_does_not_map_the_c_maths_library() {
+fn the_running_agent_maps_neither_the_c_maths_library_nor_the_shared_unwinder() {
     let mut agent = TestAgent::new(Keyring::Keyutils);
     agent.start();
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", agent.agent_pid().unwrap())).unwrap();
     assert!(maps.contains("libc.so"), "the agent's maps were read: {maps}");
     assert!(!maps.contains("libm.so"), "{maps}");
+    assert!(!maps.contains("libgcc_s.so"), "{maps}");
     assert_eq!(agent.stop(), Some(0));
+}
+
+/// Scripts run `pachagent token` once per token, so the front must start like the smallest program there is: on
+/// glibc Linux it is linked statically (build.rs), and while it waits on the agent it has mapped no shared
+/// library and run no dynamic loader.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn the_front_calls_the_agent_without_loading_a_shared_library() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let mut front = std::process::Command::new(FRONT)
+        .arg("whoami")
+        .env("PACHAGENT_SOCKET", &socket)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Connected, it waits for an answer that does not come: past its start-up, in its call.
+    let (_connection, _) = listener.accept().unwrap();
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", front.id()));
+    front.kill().unwrap();
+    front.wait().unwrap();
+    let maps = maps.unwrap();
+    assert!(maps.contains("[stack]"), "the front's maps were read: {maps}");
+    let libraries: Vec<&str> = maps.lines().filter(|line| line.contains(".so")).collect();
+    assert!(libraries.is_empty(), "the front mapped shared libraries: {libraries:#?}");
 }
 
 /// The agent logs in, checks sessions and renews through short-lived helpers (`pachagent-net`), so that HTTP,
