@@ -685,7 +685,8 @@ fn start_echo_server(socket: &Path, request: usize, reply: usize) -> Result<Chil
 
 /// Wall times of `pachagent whoami`, `pachagent token`, the process floor and (when there is one) `oidc-token`,
 /// run in turns (so that whatever else the machine does weighs on them alike), [`CLI_RUNS`] each after five
-/// untimed turns that warm the page cache.
+/// untimed turns that warm the page cache. Each turn starts with the next command of the four, so that each follows
+/// each other as often: a command run right after `oidc-token` competes with oidc-agent finishing its answer.
 fn process_runs(
     bins: &Binaries,
     stack: &Stack,
@@ -698,17 +699,28 @@ fn process_runs(
     let floor_args = [floor_socket.into_os_string(), request.to_string().into(), reply.to_string().into()];
     let result = (|| -> Result<[Vec<u64>; 4]> {
         let mut runs: [Vec<u64>; 4] = Default::default();
-        for i in 0..CLI_RUNS + 5 {
-            let whoami = timed_run(Command::new(&bins.pachagent).arg("whoami"), stack)?;
-            let token = timed_run(Command::new(&bins.pachagent).arg("token"), stack)?;
-            let floor = timed_run(Command::new(&bins.process_floor).args(&floor_args), stack)?;
-            let oidc_token = match oidc_agent {
-                Some(oidc) => Some(timed_run(oidc.command("oidc-token").arg(oidc_agent::ACCOUNT), stack)?),
-                None => None,
+        // The four commands, in the order of `runs`; `None` for oidc-token when there is no oidc-agent.
+        let command = |which: usize| -> Option<Command> {
+            let mut cmd = match which {
+                0 | 1 => Command::new(&bins.pachagent),
+                2 => Command::new(&bins.process_floor),
+                _ => oidc_agent?.command("oidc-token"),
             };
-            if i >= 5 {
-                for (samples, t) in runs.iter_mut().zip([Some(whoami), Some(token), Some(floor), oidc_token]) {
-                    samples.extend(t);
+            match which {
+                0 => cmd.arg("whoami"),
+                1 => cmd.arg("token"),
+                2 => cmd.args(&floor_args),
+                _ => cmd.arg(oidc_agent::ACCOUNT),
+            };
+            Some(cmd)
+        };
+        for turn in 0..CLI_RUNS + 5 {
+            for k in 0..runs.len() {
+                let which = (turn + k) % runs.len();
+                let Some(mut cmd) = command(which) else { continue };
+                let t = timed_run(&mut cmd, stack)?;
+                if turn >= 5 {
+                    runs[which].push(t);
                 }
             }
         }
