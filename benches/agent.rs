@@ -69,6 +69,11 @@ const C64_CALLS: usize = 200_000;
 const MILLION: usize = 1_000_000;
 /// Runs of each CLI command.
 const CLI_RUNS: usize = 200;
+/// The orders in which the four processes run, one per turn (whoami, token, the process floor, oidc-token): in
+/// these four, each follows each other once (a Williams square), so that none always runs right after the same
+/// one. A program run right after `oidc-token` competes with oidc-agent finishing its answer; in one fixed order,
+/// `whoami` (run after it) came out a tenth of the floor slower than `token`, which a separate harness timed alike.
+const TURN_ORDERS: [[usize; 4]; 4] = [[0, 1, 3, 2], [1, 2, 0, 3], [2, 3, 1, 0], [3, 0, 2, 1]];
 /// The idle window for CPU ticks.
 const IDLE: Duration = Duration::from_secs(30);
 /// Concurrent callers in the single-flight burst.
@@ -685,8 +690,7 @@ fn start_echo_server(socket: &Path, request: usize, reply: usize) -> Result<Chil
 
 /// Wall times of `pachagent whoami`, `pachagent token`, the process floor and (when there is one) `oidc-token`,
 /// run in turns (so that whatever else the machine does weighs on them alike), [`CLI_RUNS`] each after five
-/// untimed turns that warm the page cache. Each turn starts with the next command of the four, so that each follows
-/// each other as often: a command run right after `oidc-token` competes with oidc-agent finishing its answer.
+/// untimed turns that warm the page cache. The turns take the orders of [`TURN_ORDERS`] in a cycle.
 fn process_runs(
     bins: &Binaries,
     stack: &Stack,
@@ -715,8 +719,7 @@ fn process_runs(
             Some(cmd)
         };
         for turn in 0..CLI_RUNS + 5 {
-            for k in 0..runs.len() {
-                let which = (turn + k) % runs.len();
+            for which in TURN_ORDERS[turn % TURN_ORDERS.len()] {
                 let Some(mut cmd) = command(which) else { continue };
                 let t = timed_run(&mut cmd, stack)?;
                 if turn >= 5 {
