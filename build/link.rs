@@ -19,8 +19,9 @@ pub fn programs() {
     if !native_gnu_linux() {
         return;
     }
+    let glibc = glibc_version();
     let mut every = Vec::new();
-    if packs_relative_relocs() {
+    if packs_relative_relocs(glibc) {
         every.push("-Wl,-z,pack-relative-relocs".to_owned());
     }
     let unwinder_in = builds_the_unwinder_in();
@@ -30,7 +31,7 @@ pub fn programs() {
     for flag in &every {
         println!("cargo:rustc-link-arg-bins={flag}");
     }
-    for flag in static_front(&every, unwinder_in).unwrap_or_default() {
+    for flag in static_front(glibc, &every, unwinder_in).unwrap_or_default() {
         println!("cargo:rustc-link-arg-bin=pachagent={flag}");
     }
 }
@@ -52,12 +53,12 @@ fn out_dir() -> PathBuf {
 /// table is ~40 times smaller (370 KB -> 9 KB here), which lowers the agent's idle RSS. The flag needs GNU ld 2.38
 /// or lld to link and glibc 2.36 to run, so it is used only when this machine builds for itself and has both;
 /// `PACHAGENT_NO_RELR=1` turns it off (e.g. to build for an older glibc).
-fn packs_relative_relocs() -> bool {
+fn packs_relative_relocs(glibc: Option<(u32, u32)>) -> bool {
     if std::env::var_os("PACHAGENT_NO_RELR").is_some_and(|v| v == "1") {
         return false;
     }
     // Older GNU ld only warns that it ignores the flag: the probe must link silently.
-    glibc_version().is_some_and(|v| v >= (2, 36)) && c_links_cleanly("relr-probe", &["-Wl,-z,pack-relative-relocs"])
+    glibc.is_some_and(|v| v >= (2, 36)) && c_links_cleanly("relr-probe", &["-Wl,-z,pack-relative-relocs"])
 }
 
 /// Whether to link gcc's unwinder (`libgcc_eh.a`, whole) into the programs instead of loading `libgcc_s.so`: rustc
@@ -85,13 +86,13 @@ fn builds_the_unwinder_in() -> bool {
 /// interpreter, catch a panic and exit cleanly. `None` elsewhere: glibc before 2.34, a missing archive (`libc.a`
 /// is packaged apart on some distributions), sanitizers, `PACHAGENT_DYNAMIC_FRONT=1`; the front is then linked
 /// like the other programs. With the unwinder already linked whole (`unwinder_in`), the scripts leave it out.
-fn static_front(every: &[String], unwinder_in: bool) -> Option<Vec<String>> {
+fn static_front(glibc: Option<(u32, u32)>, every: &[String], unwinder_in: bool) -> Option<Vec<String>> {
     let var = |k: &str| std::env::var(k).unwrap_or_default();
     let already_static = var("CARGO_CFG_TARGET_FEATURE").split(',').any(|f| f == "crt-static");
     if var("PACHAGENT_DYNAMIC_FRONT") == "1" || already_static || !var("CARGO_CFG_SANITIZE").is_empty() {
         return None;
     }
-    if glibc_version().is_none_or(|v| v < (2, 34)) {
+    if glibc.is_none_or(|v| v < (2, 34)) {
         return None;
     }
     let shims = out_dir().join("static-front");

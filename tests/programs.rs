@@ -79,7 +79,7 @@ async fn token_with_rust_log_shows_the_logs_and_the_same_answer() {
 
 /// The agent is resident for the whole session, so what it maps counts for as long: it does not map the C maths
 /// library, which the one maths function it uses (tokio's `pow`) would otherwise keep mapped (~0.45 MB), nor gcc's
-/// shared unwinder, which its programs link in instead (build.rs).
+/// shared unwinder, which its programs link in instead (build/link.rs).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[test]
 fn the_running_agent_maps_neither_the_c_maths_library_nor_the_shared_unwinder() {
